@@ -1,0 +1,121 @@
+"""SAM-Med3D top-level module and its configurable builder."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sammed.models.sam3d.image_encoder import ImageEncoderViT3D
+from sammed.models.sam3d.mask_decoder import MaskDecoder3D
+from sammed.models.sam3d.prompt_encoder import PromptEncoder3D
+
+
+@dataclass(frozen=True)
+class SamMed3DConfig:
+    """Architecture hyper-parameters; defaults are the turbo checkpoint (official ``vit_b_ori``)."""
+
+    img_size: int = 128
+    patch_size: int = 16
+    encoder_embed_dim: int = 768
+    encoder_depth: int = 12
+    encoder_num_heads: int = 12
+    encoder_global_attn_indexes: tuple[int, ...] = (2, 5, 8, 11)
+    window_size: int = 14
+    mlp_ratio: float = 4.0
+    prompt_embed_dim: int = 384
+    mask_in_chans: int = 16
+    num_point_embeddings: int = 2
+    decoder_depth: int = 2
+    decoder_heads: int = 8
+    decoder_mlp_dim: int = 2048
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def embedding_grid(self) -> int:
+        return self.img_size // self.patch_size
+
+    def with_overrides(self, **overrides) -> "SamMed3DConfig":
+        unknown = set(overrides) - set(asdict(self))
+        if unknown:
+            raise TypeError(f"unknown SAM-Med3D config field(s): {', '.join(sorted(unknown))}")
+        if "encoder_global_attn_indexes" in overrides:
+            overrides["encoder_global_attn_indexes"] = tuple(overrides["encoder_global_attn_indexes"])
+        return replace(self, **overrides)
+
+
+class SamMed3D(nn.Module):
+    """Container with the official sub-module names: image_encoder, prompt_encoder, mask_decoder.
+
+    The official ``Sam3D.forward`` is dead code for 3D; pipelines call the three parts directly,
+    and so does :mod:`sammed.inference`. :meth:`predict_low_res` is a convenience for one call.
+    """
+
+    mask_threshold: float = 0.0
+
+    def __init__(self, config: SamMed3DConfig) -> None:
+        super().__init__()
+        self.config = config
+        grid = config.embedding_grid
+        self.image_encoder = ImageEncoderViT3D(
+            img_size=config.img_size,
+            patch_size=config.patch_size,
+            embed_dim=config.encoder_embed_dim,
+            depth=config.encoder_depth,
+            num_heads=config.encoder_num_heads,
+            mlp_ratio=config.mlp_ratio,
+            out_chans=config.prompt_embed_dim,
+            window_size=config.window_size,
+            global_attn_indexes=tuple(config.encoder_global_attn_indexes),
+        )
+        self.prompt_encoder = PromptEncoder3D(
+            embed_dim=config.prompt_embed_dim,
+            image_embedding_size=(grid, grid, grid),
+            input_image_size=(config.img_size,) * 3,
+            mask_in_chans=config.mask_in_chans,
+            num_point_embeddings=config.num_point_embeddings,
+        )
+        self.mask_decoder = MaskDecoder3D(
+            transformer_dim=config.prompt_embed_dim,
+            transformer_depth=config.decoder_depth,
+            transformer_heads=config.decoder_heads,
+            transformer_mlp_dim=config.decoder_mlp_dim,
+        )
+
+    @property
+    def low_res_size(self) -> int:
+        return 4 * self.config.embedding_grid
+
+    def predict_low_res(
+        self,
+        image_embeddings: torch.Tensor,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        mask_input: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        multimask_output: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt encoder + decoder on a cached embedding -> (low-res logits, IoU)."""
+        points = None if point_coords is None else (point_coords, point_labels)
+        sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+        return self.mask_decoder(
+            image_embeddings=image_embeddings,
+            image_pe=self.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+        )
+
+    def upscale_logits(self, low_res: torch.Tensor) -> torch.Tensor:
+        """Low-res logits -> input-size logits, trilinear with align_corners=False (official)."""
+        size = (self.config.img_size,) * 3
+        return F.interpolate(low_res, size=size, mode="trilinear", align_corners=False)
+
+
+def build_sam_med3d(config: SamMed3DConfig | None = None) -> SamMed3D:
+    """Build an uninitialised (randomly initialised) SAM-Med3D of the given configuration."""
+    model = SamMed3D(config or SamMed3DConfig())
+    model.eval()
+    return model
