@@ -52,6 +52,8 @@ def read_checkpoint(path: str | Path, trust_checkpoint: bool = False) -> object:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         culprit = _unsafe_global(exc)
+        if culprit is None:
+            raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch checkpoint or truncated") from exc
         raise CheckpointError(
             f"checkpoint {path} needs arbitrary code to unpickle{culprit}; refusing to load it. "
             "Pass --trust-checkpoint (trust_checkpoint=True) only if you trust its source"
@@ -137,6 +139,10 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _unsafe_global(exc: BaseException) -> str:
-    match = re.search(r"GLOBAL ([\w.]+)", str(exc))
-    return f" (it references {match.group(1)})" if match else ""
+def _unsafe_global(exc: BaseException) -> str | None:
+    """' (it references X)' when the unpickler stopped at a non-allowlisted global, else None."""
+    text = str(exc)
+    match = re.search(r"GLOBAL ([\w.]+)", text)
+    if match:
+        return f" (it references {match.group(1)})"
+    return "" if "Unsupported global" in text or "Weights only load failed" in text and "global" in text else None
