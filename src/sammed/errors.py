@@ -28,3 +28,7 @@ class CheckpointError(SammedError):
 
 class UnknownModelError(SammedError):
     """A model name is not in the registry."""
+
+
+class ImageWriteError(SammedError):
+    """An image or mask cannot be written (unsupported format, unwritable location...)."""

@@ -1,0 +1,272 @@
+"""Reading images from disk into ``Image`` with their exact geometry.
+
+SimpleITK does the reading (NIfTI, NRRD, MetaImage, DICOM); this module adds what it
+lacks for a user-facing tool: one-line errors, a check that NIfTI files are complete
+(ITK silently zero-fills a truncated .nii/.nii.gz) and the single [k, j, i] <-> [i, j, k]
+transpose between SimpleITK arrays and ours (``from_sitk`` / ``to_sitk``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import struct
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from sammed.errors import ImageReadError
+from sammed.io.dicom import looks_like_dicom, read_dicom_series
+from sammed.io.image import Geometry, Image
+
+READ_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
+
+
+def image_suffix(path: str | os.PathLike) -> str:
+    """The format suffix of ``path``, lower case, ``.nii.gz`` counted as one suffix."""
+    name = Path(path).name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+
+
+# --------------------------------------------------------------------------- SimpleITK bridge
+
+
+def from_sitk(img: sitk.Image, source: str | None = None) -> Image:
+    """SimpleITK image -> ``Image`` (array transposed from [k, j, i] to [i, j, k]).
+
+    Multi-component pixels (RGB, vectors) keep their components as a trailing array
+    axis; since ``Image`` requires ``array.shape == geometry.size``, the geometry gets a
+    matching extra axis (spacing 1, origin 0, identity direction) that means nothing in
+    the world. Such an image therefore reports ``ndim == dimension + 1``.
+
+    The array is a transposed view of SimpleITK's copy (Fortran-ordered), not a second copy.
+    """
+    array = sitk.GetArrayFromImage(img)
+    ndim = img.GetDimension()
+    axes = tuple(reversed(range(ndim)))
+    size = tuple(img.GetSize())
+    spacing = tuple(img.GetSpacing())
+    origin = tuple(img.GetOrigin())
+    direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(ndim, ndim)
+    if array.ndim == ndim + 1:  # components last: [k, j, i, c] -> [i, j, k, c]
+        array = array.transpose(axes + (ndim,))
+        size += (array.shape[-1],)
+        spacing += (1.0,)
+        origin += (0.0,)
+        padded = np.eye(ndim + 1)
+        padded[:ndim, :ndim] = direction
+        direction = padded
+    else:
+        array = array.transpose(axes)
+    return Image(array=array, geometry=Geometry(size, spacing, origin, direction), source=source)
+
+
+def to_sitk(image: Image) -> sitk.Image:
+    """``Image`` -> scalar SimpleITK image with the same geometry ([i, j, k] -> [k, j, i]).
+
+    Dtypes SimpleITK lacks are widened losslessly (bool -> uint8, float16 -> float32). A
+    component axis added by ``from_sitk`` comes back as an ordinary extra dimension.
+    """
+    array = np.asarray(image.array)
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    elif array.dtype == np.float16:
+        array = array.astype(np.float32)
+    geometry = image.geometry
+    img = sitk.GetImageFromArray(array.transpose(tuple(reversed(range(array.ndim)))), isVector=False)
+    img.SetSpacing([float(s) for s in geometry.spacing])
+    img.SetOrigin([float(o) for o in geometry.origin])
+    img.SetDirection([float(d) for d in geometry.direction.ravel()])
+    return img
+
+
+# --------------------------------------------------------------------------- errors
+
+
+_ITK_PREFIX = re.compile(r"^(?:ITK ERROR|sitk::ERROR):\s*(?:\w+\(0x[0-9a-fA-F]+\):\s*)?")
+_NRRD_PREFIX = re.compile(r"^\[nrrd\]\s*(?:\w+:\s*)?")
+
+
+def sitk_error_essence(exc: BaseException) -> str:
+    """One line out of SimpleITK's multi-line exception text: the ITK reason, not the dump."""
+    text = str(exc)
+    if "Unable to determine ImageIO" in text:
+        return "not a recognised image file (unknown format, or an empty or corrupt file)"
+    if "File cannot be read" in text:  # MetaImage's only message, whatever the cause
+        return "the file is truncated or corrupt"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    nrrd = [_NRRD_PREFIX.sub("", ln) for ln in lines if ln.startswith("[nrrd]")]
+    if nrrd and nrrd[-1]:
+        return nrrd[-1]
+    for ln in lines:
+        if ln.startswith(("ITK ERROR", "sitk::ERROR")):
+            return _ITK_PREFIX.sub("", ln).rstrip(":") or "unreadable file"
+    relevant = [ln for ln in lines if not ln.startswith("Exception thrown in SimpleITK")]
+    return (relevant[0] if relevant else text.strip() or type(exc).__name__)[:300]
+
+
+# --------------------------------------------------------------------------- NIfTI completeness
+
+
+def _nifti_layout(head: bytes) -> tuple[int, int] | None:
+    """(data offset, data bytes) from a NIfTI-1/2 header, or None if not recognisable."""
+    for endian in "<>":
+        if len(head) >= 348 and struct.unpack(endian + "i", head[:4])[0] == 348:
+            dims = struct.unpack(endian + "8h", head[40:56])
+            bitpix = struct.unpack(endian + "h", head[72:74])[0]
+            offset = int(struct.unpack(endian + "f", head[108:112])[0])
+            break
+        if len(head) >= 540 and struct.unpack(endian + "i", head[:4])[0] == 540:
+            bitpix = struct.unpack(endian + "h", head[14:16])[0]
+            dims = struct.unpack(endian + "8q", head[16:80])
+            offset = struct.unpack(endian + "q", head[168:176])[0]
+            break
+    else:
+        return None
+    ndim = dims[0]
+    if not 1 <= ndim <= 7 or bitpix <= 0 or any(d < 0 for d in dims[1 : ndim + 1]):
+        return None
+    nvox = int(np.prod([max(int(d), 1) for d in dims[1 : ndim + 1]], dtype=np.int64))
+    return offset, nvox * bitpix // 8
+
+
+def _nifti_head(path: Path, compressed: bool) -> bytes:
+    """Up to 540 header bytes; a short answer rather than an error when the file is cut."""
+    with open(path, "rb") as fh:
+        raw = fh.read(1 << 16 if compressed else 540)
+    if not compressed:
+        return raw
+    try:
+        return zlib.decompressobj(wbits=31).decompress(raw, 540)
+    except zlib.error:
+        return b""
+
+
+def _gzip_length_at_least(path: Path, needed: int) -> int:
+    """Decompressed length of ``path``, counted up to ``needed`` (less if the stream is cut short).
+
+    Streams with bounded output so a highly compressed mask cannot blow up memory;
+    multi-member gzip files are followed member by member. Raises ``zlib.error`` on
+    corrupt data.
+    """
+    count = 0
+    inflater = zlib.decompressobj(wbits=31)
+    with open(path, "rb") as fh:
+        while count < needed:
+            data = fh.read(1 << 20)
+            if not data:
+                break
+            while data and count < needed:
+                count += len(inflater.decompress(data, 1 << 22))
+                if inflater.eof:
+                    data = inflater.unused_data
+                    inflater = zlib.decompressobj(wbits=31)
+                else:
+                    data = inflater.unconsumed_tail
+    return count
+
+
+def check_nifti_complete(path: Path) -> None:
+    """Raise ``ImageReadError`` if a .nii/.nii.gz holds less data than its header promises.
+
+    ITK reads such files without complaint and fills the missing voxels with zeros. For
+    .nii.gz the gzip trailer (uncompressed size mod 2**32) answers in O(1); only when it
+    disagrees is the stream decompressed to count. Corruption inside a complete gzip
+    stream is not looked for (it would cost a second full decompression).
+    """
+    compressed = image_suffix(path) == ".nii.gz"
+    layout = _nifti_layout(_nifti_head(path, compressed))
+    if layout is None:
+        return  # header not recognisable here: ITK read it, let its interpretation stand
+    needed = sum(layout)
+    if not compressed:
+        found = path.stat().st_size
+    else:
+        with open(path, "rb") as fh:
+            fh.seek(-4, os.SEEK_END)
+            isize = struct.unpack("<I", fh.read(4))[0]
+        if isize == needed % (1 << 32):
+            return
+        try:
+            found = _gzip_length_at_least(path, needed)
+        except (OSError, zlib.error) as exc:
+            raise ImageReadError(f"cannot read image '{path}': corrupt gzip data ({exc})") from None
+    if found < needed:
+        raise ImageReadError(
+            f"cannot read image '{path}': NIfTI file is truncated ({found} of {needed} bytes of header and voxel data)"
+        )
+
+
+# --------------------------------------------------------------------------- reading
+
+
+_NIFTI_FAMILY = (".nii", ".nii.gz", ".hdr", ".img", ".hdr.gz", ".img.gz")
+
+
+def _has_nifti_sibling(path: Path, suffix: str) -> bool:
+    base = path.name[: len(path.name) - len(suffix)]
+    names = {base + ext for ext in _NIFTI_FAMILY} | {base + ext.upper() for ext in _NIFTI_FAMILY}
+    names.discard(path.name)
+    return any((path.parent / name).exists() for name in names)
+
+
+def _read_nifti(path: Path, suffix: str) -> sitk.Image:
+    """Read a NIfTI file, and only that file.
+
+    ITK's NIfTI library searches for the file by base name: asked for ``x.nii.gz`` it
+    silently reads ``x.nii`` when both exist. When a sibling exists, read through a
+    private link whose folder holds nothing else.
+    """
+    if not _has_nifti_sibling(path, suffix):
+        return sitk.ReadImage(str(path))
+    with tempfile.TemporaryDirectory(prefix="sammed-read-") as tmp:
+        alias = Path(tmp) / f"image{suffix}"
+        try:
+            os.symlink(path.resolve(), alias)
+        except OSError:  # no symlinks (e.g. Windows without privilege): pay for a copy
+            shutil.copyfile(path, alias)
+        return sitk.ReadImage(str(alias))
+
+
+def _read_sitk(path: Path) -> sitk.Image:
+    if path.is_dir():
+        return read_dicom_series(path)
+    suffix = image_suffix(path)
+    if suffix not in READ_SUFFIXES and not looks_like_dicom(path):
+        supported = ", ".join(READ_SUFFIXES)
+        raise ImageReadError(
+            f"cannot read image '{path}': unsupported file type '{suffix or path.name}' "
+            f"(supported: {supported}, a DICOM file, or a folder holding a DICOM series)"
+        )
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"cannot read image '{path}': the file is empty")
+    if suffix in (".nii", ".nii.gz"):
+        img = _read_nifti(path, suffix)
+        check_nifti_complete(path)
+        return img
+    return sitk.ReadImage(str(path))
+
+
+def read_image(path: str | os.PathLike) -> Image:
+    """Read a NIfTI / NRRD / MetaImage file, a DICOM file, or a DICOM series folder.
+
+    The pixel dtype is kept as stored (after DICOM rescale slope/intercept, which GDCM
+    applies). 2D and 4D images are returned as they are: callers that need a 3D volume
+    call ``validate_volume``. Every failure is an ``ImageReadError`` with one line.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ImageReadError(f"cannot read image '{p}': no such file or folder")
+    try:
+        img = _read_sitk(p)
+    except ImageReadError:
+        raise
+    except RuntimeError as exc:
+        raise ImageReadError(f"cannot read image '{p}': {sitk_error_essence(exc)}") from None
+    except OSError as exc:
+        raise ImageReadError(f"cannot read image '{p}': {exc.strerror or exc}") from None
+    return from_sitk(img, source=str(p))

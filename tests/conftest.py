@@ -1,0 +1,26 @@
+"""Shared fixtures. Real data lives in ../shared (next to the repository) and is read in place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The shared folder beside the repository; tests needing it skip when it is absent."""
+    if not SHARED_DIR.is_dir():
+        pytest.skip(f"shared data folder not found: {SHARED_DIR}")
+    return SHARED_DIR
+
+
+@pytest.fixture(scope="session")
+def data_dir(shared_dir: Path) -> Path:
+    """shared/data: the real medical test images (see its README.md)."""
+    path = shared_dir / "data"
+    if not path.is_dir():
+        pytest.skip(f"shared test data not found: {path}")
+    return path
