@@ -1,0 +1,214 @@
+"""The ``sammed`` command line: one command, subcommands, clear flags.
+
+User mistakes (bad file, prompt outside the image, wrong checkpoint...) print one line
+``sammed: error: ...`` and exit with status 2; no output file is created or overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+
+from sammed import __version__
+from sammed.errors import SammedError
+
+EXIT_USAGE = 2
+_console = Console(stderr=True, highlight=False)
+
+_SEGMENT_EPILOG = """\
+examples:
+  # one positive click at voxel (i, j, k) of the file
+  sammed segment ct.nii.gz --point 84,58,20 --out liver.nii.gz --checkpoint sam_med3d_turbo.pth
+
+  # refine with a negative click, world coordinates in RAS mm (as Slicer shows them)
+  sammed segment ct.nii.gz --world --point -60.5,12,80:+ --point -40,20,80:- --out m.nrrd \\
+      --checkpoint sam_med3d_turbo.pth
+
+  # a DICOM series folder and a box (two opposite corners, voxel indices)
+  sammed segment dicom_dir/ --box 200,180,5,300,260,15 --out kidney.nii.gz --checkpoint ...
+
+Points are applied one after another, each as a click that refines the previous mask (the
+official interactive protocol). Voxel indices (i, j, k) are in the file's own voxel order,
+the order ITK-SNAP, Slicer and nibabel show. The mask is written with exactly the input's
+size, spacing, origin and direction.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sammed",
+        description="Promptable segmentation of medical images with SAM-Med3D (and friends).",
+    )
+    parser.add_argument("--version", action="version", version=f"sammed {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    segment = commands.add_parser(
+        "segment",
+        help="segment a 3D image from clicks and/or a box and write the mask",
+        description="Segment one structure of a 3D image (NIfTI, NRRD, MHA or a DICOM folder) from prompts.",
+        epilog=_SEGMENT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    segment.add_argument("image", help="input image file or DICOM series folder")
+    segment.add_argument(
+        "--point",
+        "-p",
+        action="append",
+        default=[],
+        metavar="X,Y,Z[:+|-]",
+        help="a click; ':+' positive (default) or ':-' negative; repeat for more clicks",
+    )
+    segment.add_argument("--box", "-b", metavar="X0,Y0,Z0,X1,Y1,Z1", help="a 3D box given by two opposite corners")
+    segment.add_argument(
+        "--world",
+        action="store_true",
+        help="prompts are world coordinates in mm (see --convention) instead of voxel indices",
+    )
+    segment.add_argument(
+        "--convention",
+        choices=["RAS", "LPS"],
+        default="RAS",
+        type=str.upper,
+        help="world convention for --world: RAS (NIfTI/Slicer, default) or LPS (DICOM/ITK)",
+    )
+    segment.add_argument("--out", "-o", required=True, metavar="MASK", help="output mask (.nii.gz, .nii, .nrrd, .mha)")
+    segment.add_argument("--model", "-m", default="sam-med3d-turbo", help="model name (see 'sammed models list')")
+    segment.add_argument("--checkpoint", "-c", metavar="PTH", help="model weights file, e.g. sam_med3d_turbo.pth")
+    segment.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow a checkpoint that needs arbitrary code to unpickle (only for files you trust)",
+    )
+    segment.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run the model")
+    segment.set_defaults(handler=_cmd_segment)
+
+    models = commands.add_parser("models", help="list registered models or show one")
+    model_commands = models.add_subparsers(dest="models_command", metavar="ACTION")
+    model_commands.add_parser("list", help="list model names").set_defaults(handler=_cmd_models_list)
+    info = model_commands.add_parser("info", help="architecture, weights file, source and licence of a model")
+    info.add_argument("name")
+    info.set_defaults(handler=_cmd_models_info)
+    models.set_defaults(handler=_cmd_models_list)
+    return parser
+
+
+@contextmanager
+def _step(message: str):
+    """Spinner for a step that may take more than a second, then its duration."""
+    start = time.perf_counter()
+    with _console.status(message):
+        yield
+    _console.print(f"[dim]{message} done in {time.perf_counter() - start:.1f} s[/dim]")
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    import torch
+
+    from sammed.inference import Session
+    from sammed.io import read_image, validate_volume
+    from sammed.io.writers import WRITE_SUFFIXES
+    from sammed.io.readers import image_suffix
+    from sammed.models import build_model, get_model_spec
+    from sammed.prompts import parse_box, parse_point
+
+    if image_suffix(args.out) not in WRITE_SUFFIXES:
+        raise SammedError(f"cannot write '{args.out}': use one of {', '.join(WRITE_SUFFIXES)}")
+    if not args.point and not args.box:
+        raise SammedError("give at least one --point or a --box")
+    space = "world" if args.world else "voxel"
+    points = [parse_point(p, space, args.convention) for p in args.point]
+    box = parse_box(args.box, space, args.convention) if args.box else None
+    spec = get_model_spec(args.model)
+    if args.checkpoint is None:
+        where = f" from {spec.source_url}" if spec.source_url else ""
+        raise SammedError(
+            f"--checkpoint is required: download {spec.checkpoint_file or 'the weights'}{where} "
+            "(sammed does not bundle model weights yet)"
+        )
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SammedError("--device cuda requested but no CUDA device is available")
+
+    with _step(f"reading {args.image}"):
+        image = read_image(args.image)
+        validate_volume(image)
+    # Check every prompt against the image before the slow model load.
+    for point in points:
+        point.to_world_lps(image.geometry)
+    if box is not None:
+        box.corners_world_lps(image.geometry)
+
+    with _step(f"loading {spec.name} weights"):
+        model = build_model(spec.name, checkpoint=args.checkpoint, trust_checkpoint=args.trust_checkpoint)
+    session = Session(model, image, device=args.device)
+    if box is not None:
+        with _step("box prompt (encodes the model window)"):
+            session.add_box(box)
+    for number, point in enumerate(points, start=1):
+        label = "+" if point.positive else "-"
+        with _step(f"click {number}/{len(points)} ({label})"):
+            session.add_point(point)
+    written = session.save(args.out)
+    voxels = int(session.mask().sum())
+    volume_ml = voxels * float(__import__("numpy").prod(image.spacing)) / 1000.0
+    _console.print(f"wrote {written} ({voxels} voxels, {volume_ml:.1f} ml)")
+    return 0
+
+
+def _cmd_models_list(args: argparse.Namespace) -> int:
+    from sammed.models import REGISTRY
+
+    for name, spec in REGISTRY.items():
+        print(f"{name:24s} {spec.description}")
+    return 0
+
+
+def _cmd_models_info(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from sammed.models import get_model_spec
+
+    spec = get_model_spec(args.name)
+    config = {k: v for k, v in asdict(spec.config).items() if k != "extra"}
+    rows = [
+        ("name", spec.name),
+        ("family", spec.family),
+        ("description", spec.description),
+        ("aliases", ", ".join(spec.aliases) or "-"),
+        ("weights file", spec.checkpoint_file or "none released"),
+        ("source", spec.source_url or "-"),
+        ("licence", spec.license or "-"),
+        ("sha256", spec.sha256 or "unknown"),
+        ("input", f"{spec.preprocessing.roi_size}^3 voxels at {spec.preprocessing.target_spacing_mm[0]} mm, "
+                  f"{spec.preprocessing.orientation}, {spec.preprocessing.normalization}"),
+        ("config", ", ".join(f"{k}={v}" for k, v in config.items())),
+        ("cite", spec.citation or "-"),
+    ]
+    for key, value in rows:
+        print(f"{key:12s} {value}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return handler(args)
+    except SammedError as exc:
+        _console.print(f"sammed: error: {exc}", markup=False, soft_wrap=True)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _console.print("sammed: interrupted", markup=False)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
