@@ -1,8 +1,12 @@
-"""Model architectures, the registry and safe checkpoint loading."""
+"""Model architectures, the registry and safe checkpoint loading.
+
+Importing this package registers every family's entries (``sam3d/specs.py``, ...).
+"""
 
 from sammed.models.checkpoint import extract_state_dict, load_weights, read_checkpoint
-from sammed.models.registry import REGISTRY, ModelSpec, build_model, get_model_spec, list_models
+from sammed.models.registry import REGISTRY, ModelSpec, build_model, get_model_spec, list_models, register
 from sammed.models.sam3d import SamMed3D, SamMed3DConfig, build_sam_med3d
+from sammed.models.sam3d import specs as _sam3d_specs  # noqa: F401  (registers the entries)
 
 __all__ = [
     "REGISTRY",
@@ -16,4 +20,5 @@ __all__ = [
     "list_models",
     "load_weights",
     "read_checkpoint",
+    "register",
 ]

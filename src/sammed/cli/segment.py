@@ -1,24 +1,11 @@
-"""The ``sammed`` command line: one command, subcommands, clear flags.
-
-User mistakes (bad file, prompt outside the image, wrong checkpoint...) print one line
-``sammed: error: ...`` and exit with status 2; no output file is created or overwritten.
-"""
+"""``sammed segment``: prompts in, a mask with the input's exact geometry out."""
 
 from __future__ import annotations
 
 import argparse
-import sys
-import time
-from contextlib import contextmanager
-from pathlib import Path
 
-from rich.console import Console
-
-from sammed import __version__
+from sammed.cli.common import console, step
 from sammed.errors import SammedError
-
-EXIT_USAGE = 2
-_console = Console(stderr=True, highlight=False)
 
 _SEGMENT_EPILOG = """\
 examples:
@@ -39,17 +26,10 @@ size, spacing, origin and direction.
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="sammed",
-        description="Promptable segmentation of medical images with SAM-Med3D (and friends).",
-    )
-    parser.add_argument("--version", action="version", version=f"sammed {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def register(commands) -> None:
     segment = commands.add_parser(
         "segment",
-        help="segment a 3D image from clicks and/or a box and write the mask",
+        help="segment an image from clicks and/or a box and write the mask",
         description="Segment one structure of a 3D image (NIfTI, NRRD, MHA or a DICOM folder) from prompts.",
         epilog=_SEGMENT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -85,28 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow a checkpoint that needs arbitrary code to unpickle (only for files you trust)",
     )
     segment.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run the model")
-    segment.set_defaults(handler=_cmd_segment)
-
-    models = commands.add_parser("models", help="list registered models or show one")
-    model_commands = models.add_subparsers(dest="models_command", metavar="ACTION")
-    model_commands.add_parser("list", help="list model names").set_defaults(handler=_cmd_models_list)
-    info = model_commands.add_parser("info", help="architecture, weights file, source and licence of a model")
-    info.add_argument("name")
-    info.set_defaults(handler=_cmd_models_info)
-    models.set_defaults(handler=_cmd_models_list)
-    return parser
+    segment.set_defaults(handler=run_segment)
 
 
-@contextmanager
-def _step(message: str):
-    """Spinner for a step that may take more than a second, then its duration."""
-    start = time.perf_counter()
-    with _console.status(message):
-        yield
-    _console.print(f"[dim]{message} done in {time.perf_counter() - start:.1f} s[/dim]")
-
-
-def _cmd_segment(args: argparse.Namespace) -> int:
+def run_segment(args: argparse.Namespace) -> int:
+    import numpy as np
     import torch
 
     from sammed.inference import Session
@@ -133,7 +96,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SammedError("--device cuda requested but no CUDA device is available")
 
-    with _step(f"reading {args.image}"):
+    with step(f"reading {args.image}"):
         image = read_image(args.image)
         validate_volume(image)
     # Check every prompt against the image before the slow model load.
@@ -142,73 +105,20 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     if box is not None:
         box.corners_world_lps(image.geometry)
 
-    with _step(f"loading {spec.name} weights"):
+    with step(f"loading {spec.name} weights"):
         model = build_model(spec.name, checkpoint=args.checkpoint, trust_checkpoint=args.trust_checkpoint)
     session = Session(model, image, device=args.device)
     if box is not None:
-        with _step("box prompt (encodes the model window)"):
+        with step("box prompt (encodes the model window)"):
             session.add_box(box)
     for number, point in enumerate(points, start=1):
         label = "+" if point.positive else "-"
-        with _step(f"click {number}/{len(points)} ({label})"):
+        with step(f"click {number}/{len(points)} ({label})"):
             session.add_point(point)
     written = session.save(args.out)
     voxels = int(session.mask().sum())
-    volume_ml = voxels * float(__import__("numpy").prod(image.spacing)) / 1000.0
-    _console.print(f"wrote {written} ({voxels} voxels, {volume_ml:.1f} ml)")
+    volume_ml = voxels * float(np.prod(image.spacing)) / 1000.0
+    console.print(f"wrote {written} ({voxels} voxels, {volume_ml:.1f} ml)")
     return 0
 
 
-def _cmd_models_list(args: argparse.Namespace) -> int:
-    from sammed.models import REGISTRY
-
-    for name, spec in REGISTRY.items():
-        print(f"{name:24s} {spec.description}")
-    return 0
-
-
-def _cmd_models_info(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
-    from sammed.models import get_model_spec
-
-    spec = get_model_spec(args.name)
-    config = {k: v for k, v in asdict(spec.config).items() if k != "extra"}
-    rows = [
-        ("name", spec.name),
-        ("family", spec.family),
-        ("description", spec.description),
-        ("aliases", ", ".join(spec.aliases) or "-"),
-        ("weights file", spec.checkpoint_file or "none released"),
-        ("source", spec.source_url or "-"),
-        ("licence", spec.license or "-"),
-        ("sha256", spec.sha256 or "unknown"),
-        ("input", f"{spec.preprocessing.roi_size}^3 voxels at {spec.preprocessing.target_spacing_mm[0]} mm, "
-                  f"{spec.preprocessing.orientation}, {spec.preprocessing.normalization}"),
-        ("config", ", ".join(f"{k}={v}" for k, v in config.items())),
-        ("cite", spec.citation or "-"),
-    ]
-    for key, value in rows:
-        print(f"{key:12s} {value}")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    handler = getattr(args, "handler", None)
-    if handler is None:
-        parser.print_help()
-        return EXIT_USAGE
-    try:
-        return handler(args)
-    except SammedError as exc:
-        _console.print(f"sammed: error: {exc}", markup=False, soft_wrap=True)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        _console.print("sammed: interrupted", markup=False)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
