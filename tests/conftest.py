@@ -24,3 +24,11 @@ def data_dir(shared_dir: Path) -> Path:
     if not path.is_dir():
         pytest.skip(f"shared test data not found: {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, shared_dir: Path) -> Path:
+    """The tiny SAM-Med3D fixture weights saved in the official checkpoint layout."""
+    from support import save_fixture_checkpoint
+
+    return save_fixture_checkpoint("tiny", tmp_path_factory.mktemp("weights") / "tiny.pth")

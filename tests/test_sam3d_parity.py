@@ -7,9 +7,7 @@ The turbo configuration is marked slow (it builds a 100M-parameter model) and ru
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,9 +16,8 @@ from torch import nn
 
 from sammed.models import build_model, load_weights
 from sammed.models.common import LayerNorm3d
-
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
-SAM3D = FIXTURES / "sam_med3d"
+from support import SAM3D_FIXTURES as SAM3D
+from support import synth_weights
 
 pytestmark = pytest.mark.skipif(not SAM3D.is_dir(), reason="shared parity fixtures not available")
 
@@ -38,19 +35,12 @@ CONFIGS = {
 }
 
 
-def load_synth_weights_module():
-    spec = importlib.util.spec_from_file_location("synth_weights", FIXTURES / "synth_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 class Recorded:
     """A model loaded with the fixture weights plus its encoder outputs on the fixture image."""
 
     def __init__(self, config: str) -> None:
         name, seed, blocks = CONFIGS[config]
-        synth = load_synth_weights_module()
+        synth = synth_weights()
         self.state_dict = synth.make_state_dict(SAM3D / f"manifest_{config}.tsv", seed)
         self.sha256 = synth.state_dict_sha256(self.state_dict)
         self.model = build_model(name)

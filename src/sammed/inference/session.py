@@ -27,6 +27,9 @@ from sammed.io.writers import write_mask
 from sammed.prompts import Box, Point
 
 _EMBEDDING_CACHE_SIZE = 4
+# A new object's first prompt reuses an already-encoded window when it lies at least this many
+# window voxels (48 mm at 1.5 mm) inside it: one encoder pass then serves several nearby objects.
+REUSE_MARGIN_VOXELS = 32
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ class Session:
         self._objects: dict[int, ObjectState] = {}
         self._undo: list[_Action] = []
         self._redo: list[_Action] = []
-        self._embeddings: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._embeddings: OrderedDict[tuple, tuple[RoiGrid, torch.Tensor]] = OrderedDict()
         self.active_object = 1
         self.timings = SessionTimings()
 
@@ -231,6 +234,10 @@ class Session:
         points = np.array([c for c, _ in state.clicks] + ([] if state.box_corners is None else list(state.box_corners)))
         if previous.roi is not None and previous.roi.contains(points):
             return previous.roi
+        if previous.roi is None:
+            for roi, _ in reversed(self._embeddings.values()):
+                if roi.contains(points, margin_voxels=REUSE_MARGIN_VOXELS):
+                    return roi
         span = points.max(axis=0) - points.min(axis=0)
         extent = self.roi_size * self.roi_spacing
         if np.any(span > extent):
@@ -250,14 +257,14 @@ class Session:
         key = roi.key()
         if key in self._embeddings:
             self._embeddings.move_to_end(key)
-            return self._embeddings[key]
+            return self._embeddings[key][1]
         window = zscore_foreground(sample_window(self._source, roi))
         with torch.inference_mode():
             start = time.perf_counter()
             embedding = self.model.image_encoder(window[None, None].to(self.device))
             self.timings.encoder += time.perf_counter() - start
             self.timings.encoder_calls += 1
-        self._embeddings[key] = embedding
+        self._embeddings[key] = (roi, embedding)
         while len(self._embeddings) > _EMBEDDING_CACHE_SIZE:
             self._embeddings.popitem(last=False)
         return embedding

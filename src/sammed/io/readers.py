@@ -269,4 +269,26 @@ def read_image(path: str | os.PathLike) -> Image:
         raise ImageReadError(f"cannot read image '{p}': {sitk_error_essence(exc)}") from None
     except OSError as exc:
         raise ImageReadError(f"cannot read image '{p}': {exc.strerror or exc}") from None
-    return from_sitk(img, source=str(p))
+    image = from_sitk(img, source=str(p))
+    if image_suffix(p) in (".nii", ".nii.gz") and np.issubdtype(image.array.dtype, np.floating):
+        _restore_nifti_non_finite(p, image)
+    return image
+
+
+def _restore_nifti_non_finite(path: Path, image: Image) -> None:
+    """Put back the NaN/inf voxels that ITK's NIfTI reader silently turns into 0.
+
+    The NIfTI C library zeroes non-finite floats on read, which would hide corrupt data from
+    ``validate_volume``; nibabel reads the same voxels (same [i, j, k] order) unchanged.
+    Only float images pay for this second read.
+    """
+    import nibabel as nib
+
+    data = np.asanyarray(nib.load(str(path)).dataobj)
+    if data.shape != image.array.shape:
+        return
+    bad = ~np.isfinite(data)
+    if bad.any():
+        array = np.array(image.array, copy=True)
+        array[bad] = data[bad]
+        image.array = array
