@@ -202,3 +202,24 @@ def test_box_prompt_without_box_embedding_clicks_its_centre(tiny_model, data_dir
     by_box = Session(tiny_model, image).add_box((70, 50, 10), (98, 66, 29))
     by_point = Session(tiny_model, image).add_point((84, 58, 19.5))
     np.testing.assert_array_equal(by_box, by_point)
+
+
+@pytest.mark.parametrize("direction", [np.eye(3), _rotation(30)], ids=["axis-aligned", "oblique"])
+def test_tight_paste_back_equals_resampling_the_whole_window(direction) -> None:
+    from sammed.inference.roi import covered_region, paste_window_mask, window_logits_to_region
+
+    image = _synthetic_image(direction, spacing=(0.7, 0.8, 1.1), size=(150, 140, 100))
+    roi = RoiGrid.centered_at(image.index_to_world((75, 70, 50)))
+    grid = np.stack(np.meshgrid(*[np.arange(128.0)] * 3, indexing="ij"), axis=-1)
+    rng = np.random.default_rng(1)
+    logits = (20.0 - np.linalg.norm(grid - (60, 70, 66), axis=-1)).astype(np.float32)
+    logits += rng.normal(scale=0.5, size=logits.shape).astype(np.float32)  # ragged boundary
+
+    full_region = covered_region(roi, image.geometry)
+    full = np.zeros(image.shape, bool)
+    full[full_region] = window_logits_to_region(logits, roi, image.geometry, full_region) > 0
+    region, mask = paste_window_mask(logits, roi, image.geometry)
+    tight = np.zeros(image.shape, bool)
+    tight[region] = mask
+    assert full.sum() > 1000
+    np.testing.assert_array_equal(tight, full)

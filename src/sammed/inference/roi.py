@@ -100,27 +100,38 @@ def zscore_foreground(window: np.ndarray) -> torch.Tensor:
     return (tensor - mean) / std
 
 
-def covered_region(roi: RoiGrid, target: Geometry) -> tuple[slice, ...] | None:
-    """Index box of ``target`` that the window covers (None when they do not overlap)."""
+def covered_region(
+    roi: RoiGrid, target: Geometry, low=None, high=None
+) -> tuple[slice, ...] | None:
+    """Index box of ``target`` covering the window box [low, high] (continuous window indices).
+
+    Defaults to the whole window (its voxels' outer faces). None when nothing overlaps.
+    """
     n = roi.size
-    corners = np.array([[a, b, c] for a in (-0.5, n - 0.5) for b in (-0.5, n - 0.5) for c in (-0.5, n - 0.5)])
-    world = roi.geometry.index_to_world(corners, "LPS")
-    index = target.world_to_index(world, "LPS")
-    low = np.maximum(np.floor(index.min(axis=0)).astype(int), 0)
-    high = np.minimum(np.ceil(index.max(axis=0)).astype(int) + 1, np.asarray(target.size))
-    if np.any(high <= low):
+    low = np.full(3, -0.5) if low is None else np.asarray(low, dtype=np.float64)
+    high = np.full(3, n - 0.5) if high is None else np.asarray(high, dtype=np.float64)
+    corners = np.array([[a[0], b[1], c[2]] for a in (low, high) for b in (low, high) for c in (low, high)])
+    index = target.world_to_index(roi.geometry.index_to_world(corners, "LPS"), "LPS")
+    lo = np.maximum(np.floor(index.min(axis=0)).astype(int), 0)
+    hi = np.minimum(np.ceil(index.max(axis=0)).astype(int) + 1, np.asarray(target.size))
+    if np.any(hi <= lo):
         return None
-    return tuple(slice(int(lo), int(hi)) for lo, hi in zip(low, high))
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
 
 
-def window_logits_to_region(logits: np.ndarray, roi: RoiGrid, target: Geometry, region: tuple[slice, ...]) -> np.ndarray:
+def window_logits_to_region(
+    logits: np.ndarray, roi: RoiGrid, target: Geometry, region: tuple[slice, ...], offset=(0, 0, 0)
+) -> np.ndarray:
     """Linearly resample window logits onto ``region`` of the target grid (very negative outside).
 
-    Interpolating logits, then thresholding at 0, gives smooth boundaries on a finer original
-    grid; the official protocol instead thresholds first and uses nearest neighbour
+    ``logits`` may be a crop of the window starting at window index ``offset``. Interpolating
+    logits, then thresholding at 0, gives smooth boundaries on a finer original grid; the
+    official protocol instead thresholds first and uses nearest neighbour
     (see :mod:`sammed.inference.official`).
     """
-    window = to_sitk(Image(np.ascontiguousarray(logits, dtype=np.float32), roi.geometry))
+    crop_origin = roi.geometry.index_to_world(np.asarray(offset, dtype=np.float64), "LPS")
+    crop_geometry = Geometry(logits.shape, roi.geometry.spacing, tuple(crop_origin), roi.geometry.direction)
+    window = to_sitk(Image(np.ascontiguousarray(logits, dtype=np.float32), crop_geometry))
     start = np.array([s.start for s in region], dtype=np.float64)
     size = [s.stop - s.start for s in region]
     origin = target.index_to_world(start, "LPS")
@@ -136,3 +147,32 @@ def window_logits_to_region(logits: np.ndarray, roi: RoiGrid, target: Geometry, 
         sitk.sitkFloat32,
     )
     return sitk.GetArrayFromImage(resampled).transpose(2, 1, 0)
+
+
+def paste_window_mask(
+    logits: np.ndarray, roi: RoiGrid, target: Geometry
+) -> tuple[tuple[slice, ...] | None, np.ndarray | None]:
+    """Mask (logit > 0 after linear resampling) on the target grid, as a tight (region, mask).
+
+    Only the part of the target grid near positive window voxels is resampled. This is exact:
+    a linearly interpolated value can be positive only if one of its 8 stencil voxels is, and
+    every target point more than one window voxel away from all positive voxels has a stencil
+    of non-positive voxels. The cost therefore scales with the object, not with the window.
+    """
+    positive = np.argwhere(logits > 0)
+    if positive.size == 0:
+        return None, None
+    low, high = positive.min(axis=0), positive.max(axis=0)
+    region = covered_region(roi, target, low - 1.0, high + 1.0)
+    if region is None:
+        return None, None
+    crop_low = np.maximum(low - 2, 0)
+    crop_high = np.minimum(high + 3, np.asarray(logits.shape))
+    crop = logits[tuple(slice(a, b) for a, b in zip(crop_low, crop_high))]
+    mask = window_logits_to_region(crop, roi, target, region, offset=crop_low) > 0
+    inside = np.argwhere(mask)
+    if inside.size == 0:
+        return None, None
+    tight_low, tight_high = inside.min(axis=0), inside.max(axis=0) + 1
+    tight = tuple(slice(r.start + a, r.start + b) for r, a, b in zip(region, tight_low, tight_high))
+    return tight, mask[tuple(slice(a, b) for a, b in zip(tight_low, tight_high))]

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from sammed.errors import PromptError
-from sammed.inference.roi import RoiGrid, covered_region, sample_window, window_logits_to_region, zscore_foreground
+from sammed.inference.roi import RoiGrid, paste_window_mask, sample_window, zscore_foreground
 from sammed.io.image import Image
 from sammed.io.readers import to_sitk
 from sammed.io.validation import validate_volume
@@ -40,8 +40,8 @@ class ObjectState:
     box_corners: np.ndarray | None = None  # (8, 3) world LPS
     roi: RoiGrid | None = None
     low_res: torch.Tensor | None = None  # (1, 1, 32, 32, 32) logits, fed back at the next click
-    region: tuple[slice, ...] | None = None  # part of the original grid the window covers
-    region_mask: np.ndarray | None = None  # bool mask on ``region``
+    region: tuple[slice, ...] | None = None  # bounding box of the mask on the original grid
+    region_mask: np.ndarray | None = None  # bool mask on ``region`` (None when empty)
     iou: float | None = None
 
     @property
@@ -294,9 +294,6 @@ class Session:
             low_res, iou = self.model.predict_low_res(embedding, coords, labels, mask_input, boxes=boxes)
             logits = self.model.upscale_logits(low_res)[0, 0].float().cpu().numpy()
             self.timings.decoder = time.perf_counter() - decode_start
-        region = covered_region(roi, self.image.geometry)
-        region_mask = None
-        if region is not None:
-            region_mask = window_logits_to_region(logits, roi, self.image.geometry, region) > 0
+        region, region_mask = paste_window_mask(logits, roi, self.image.geometry)
         self.timings.total = time.perf_counter() - start
         return replace(state, roi=roi, low_res=low_res, region=region, region_mask=region_mask, iou=float(iou.flatten()[0]))
