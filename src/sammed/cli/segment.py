@@ -65,6 +65,12 @@ def register(commands) -> None:
         help="allow a checkpoint that needs arbitrary code to unpickle (only for files you trust)",
     )
     segment.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run the model")
+    segment.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16", "auto"],
+        help="fp32: exact (default); bf16/fp16: fast mode under autocast; auto: bf16 where native",
+    )
     segment.set_defaults(handler=run_segment)
 
 
@@ -107,7 +113,7 @@ def run_segment(args: argparse.Namespace) -> int:
 
     with step(f"loading {spec.name} weights"):
         model = build_model(spec.name, checkpoint=args.checkpoint, trust_checkpoint=args.trust_checkpoint)
-    session = Session(model, image, device=args.device)
+    session = Session(model, image, device=args.device, precision=args.precision)
     if box is not None:
         with step("box prompt (encodes the model window)"):
             session.add_box(box)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from sammed.errors import PromptError
+from sammed.inference.precision import autocast, resolve_precision
 from sammed.inference.roi import RoiGrid, paste_window_mask, sample_window, zscore_foreground
 from sammed.io.image import Image
 from sammed.io.readers import to_sitk
@@ -74,11 +75,21 @@ class Session:
     Object ids start at 1; the label map writes later objects over earlier ones.
     """
 
-    def __init__(self, model: nn.Module, image: Image, device: str | torch.device | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        image: Image,
+        device: str | torch.device | None = None,
+        precision: str = "fp32",
+    ) -> None:
         validate_volume(image)
         self.image = image
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
-        self.model = model.to(self.device).eval()
+        if device is None:
+            parameter = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
+            device = parameter.device if parameter is not None else "cpu"
+        self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.model = model.to(self.device).eval() if isinstance(model, nn.Module) else model
         spec = getattr(model, "spec", None)
         pre = spec.preprocessing if spec is not None else None
         self.roi_size = model.config.img_size
@@ -259,7 +270,7 @@ class Session:
             self._embeddings.move_to_end(key)
             return self._embeddings[key][1]
         window = zscore_foreground(sample_window(self._source, roi))
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.precision, self.device):
             start = time.perf_counter()
             embedding = self.model.image_encoder(window[None, None].to(self.device))
             self.timings.encoder += time.perf_counter() - start
@@ -289,9 +300,10 @@ class Session:
             box_index = roi.to_index(state.box_corners)
             lo, hi = box_index.min(axis=0), box_index.max(axis=0)
             boxes = torch.as_tensor(np.concatenate([lo, hi]), dtype=torch.float32, device=self.device)[None]
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.precision, self.device):
             decode_start = time.perf_counter()
             low_res, iou = self.model.predict_low_res(embedding, coords, labels, mask_input, boxes=boxes)
+            low_res = low_res.float()  # fed back as the next mask prompt, kept in float32
             logits = self.model.upscale_logits(low_res)[0, 0].float().cpu().numpy()
             self.timings.decoder = time.perf_counter() - decode_start
         region, region_mask = paste_window_mask(logits, roi, self.image.geometry)
