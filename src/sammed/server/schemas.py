@@ -1,0 +1,129 @@
+"""Request and reply bodies of the session API (they are the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Vector3 = tuple[float, float, float]
+IntVector3 = tuple[int, int, int]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorReply(Strict):
+    detail: str = Field(description="one-line reason")
+
+
+class Region(Strict):
+    """A box of the image grid: voxels offset[a] .. offset[a] + shape[a] - 1 on each axis (i, j, k)."""
+
+    offset: IntVector3
+    shape: IntVector3
+
+
+class Click(Strict):
+    object_id: int
+    voxel: Vector3 = Field(description="continuous voxel index (i, j, k) of the click")
+    positive: bool
+
+
+class ObjectInfo(Strict):
+    object_id: int
+    voxels: int = Field(description="mask size in voxels")
+    clicks: list[Click]
+    has_box: bool
+    iou: float | None = Field(description="the model's own quality estimate of the last prediction")
+
+
+class SessionInfo(Strict):
+    session_id: str
+    name: str
+    shape: IntVector3
+    spacing: Vector3
+    origin_lps: Vector3
+    direction: list[list[float]] = Field(description="3x3, column a = LPS direction of voxel axis a")
+    from_data_root: str | None = Field(description="image path relative to --data-root, or null for uploads")
+    active_object: int
+    objects: list[ObjectInfo]
+    can_undo: bool
+    can_redo: bool
+    expires_in_s: float
+
+
+class CreatedSession(SessionInfo):
+    session_key: str = Field(description="secret: send it as the X-Session-Key header with every request on this session")
+
+
+class PointPrompt(Strict):
+    position: Vector3
+    positive: bool = True
+    object_id: int | None = Field(default=None, ge=1, description="default: the active object")
+    space: Literal["voxel", "world"] = "voxel"
+    convention: Literal["RAS", "LPS"] = Field(default="RAS", description="for space='world'")
+
+
+class BoxPrompt(Strict):
+    corner_a: Vector3
+    corner_b: Vector3
+    object_id: int | None = Field(default=None, ge=1)
+    space: Literal["voxel", "world"] = "voxel"
+    convention: Literal["RAS", "LPS"] = "RAS"
+
+
+class ResetRequest(Strict):
+    object_id: int | None = Field(default=None, ge=1, description="clear one object (undoable); null clears all")
+
+
+class ActionReply(Strict):
+    """What changed: fetch ``changed`` from /labels to update a view without reloading the whole mask."""
+
+    applied: bool = Field(description="false when there was nothing to undo/redo")
+    object_id: int
+    active_object: int
+    changed: Region | None = Field(description="label-map region that may differ from before; null if none")
+    object_voxels: int
+    iou: float | None
+    seconds: float
+    can_undo: bool
+    can_redo: bool
+
+
+class NewObjectReply(Strict):
+    object_id: int
+
+
+class SaveRequest(Strict):
+    filename: str | None = Field(default=None, description="file name in the image's folder; default <image>_seg.nii.gz")
+    object_id: int | None = Field(default=None, ge=1, description="save one object as 0/1; default: the label map")
+    overwrite: bool = False
+
+
+class SaveReply(Strict):
+    path: str = Field(description="saved file, relative to --data-root")
+    voxels: int
+
+
+class FileEntry(Strict):
+    path: str = Field(description="relative to --data-root")
+    kind: Literal["image", "folder"]
+
+
+class FileList(Strict):
+    folder: str
+    entries: list[FileEntry]
+
+
+class ServerInfo(Strict):
+    name: str
+    version: str
+    model: str
+    model_description: str
+    random_weights: bool = Field(description="true when the model runs with untrained weights (results are meaningless)")
+    data_root: bool
+    max_upload_bytes: int
+    sessions: int
+    max_sessions: int

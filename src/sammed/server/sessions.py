@@ -1,0 +1,103 @@
+"""Live interactive sessions: creation, lookup with the owner's key, idle expiry.
+
+Each session gets a public id (in URLs) and a secret key that every request on it must send
+(``X-Session-Key``), like nnInteractive's lease token: knowing another user's session id is not
+enough to read their image or change their mask. A per-session lock keeps one user's clicks in
+order and stops a mask read from seeing an object half-updated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sammed.inference import Session
+from sammed.server.errors import CapacityError, ForbiddenError, NotFoundError
+
+
+@dataclass
+class LiveSession:
+    """A ``Session`` as the server holds it. ``key`` None means the id alone grants access (MONAI Label)."""
+
+    id: str
+    key: str | None
+    session: Session
+    source: Path | None  # resolved path inside the data root, None for uploads
+    name: str
+    expiry_s: float
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    last_used: float = field(default_factory=time.monotonic)
+
+    def touch(self) -> None:
+        self.last_used = time.monotonic()
+
+    def expired(self, now: float) -> bool:
+        return not self.lock.locked() and now - self.last_used > self.expiry_s
+
+
+class SessionStore:
+    """At most ``max_sessions`` sessions; idle ones are closed after their expiry."""
+
+    def __init__(self, max_sessions: int, default_expiry_s: float) -> None:
+        self.max_sessions = max_sessions
+        self.default_expiry_s = default_expiry_s
+        self._sessions: dict[str, LiveSession] = {}
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def reserve(self) -> None:
+        """Refuse early (before reading an upload) when the server is full."""
+        self.expire()
+        if len(self._sessions) >= self.max_sessions:
+            raise CapacityError(
+                f"the server already holds {self.max_sessions} sessions: close one (DELETE) or wait for idle ones to expire"
+            )
+
+    def add(
+        self,
+        session: Session,
+        source: Path | None,
+        name: str,
+        with_key: bool = True,
+        expiry_s: float | None = None,
+    ) -> LiveSession:
+        self.reserve()
+        live = LiveSession(
+            id=secrets.token_urlsafe(16),
+            key=secrets.token_urlsafe(24) if with_key else None,
+            session=session,
+            source=source,
+            name=name,
+            expiry_s=min(expiry_s or self.default_expiry_s, self.default_expiry_s),
+        )
+        self._sessions[live.id] = live
+        return live
+
+    def get(self, session_id: str, key: str | None) -> LiveSession:
+        live = self._sessions.get(session_id)
+        if live is None or live.expired(time.monotonic()):
+            self._sessions.pop(session_id, None)
+            raise NotFoundError(f"no session '{session_id}' (closed, expired, or never created)")
+        if live.key is not None and (key is None or not secrets.compare_digest(key.encode(), live.key.encode())):
+            raise ForbiddenError("this session belongs to another client: send its X-Session-Key")
+        live.touch()
+        return live
+
+    def close(self, session_id: str, key: str | None) -> None:
+        self.get(session_id, key)
+        self._sessions.pop(session_id, None)
+
+    def expire(self) -> int:
+        """Drop sessions idle for longer than their expiry; returns how many were dropped."""
+        now = time.monotonic()
+        stale = [sid for sid, live in self._sessions.items() if live.expired(now)]
+        for sid in stale:
+            del self._sessions[sid]
+        return len(stale)
+
+    def clear(self) -> None:
+        self._sessions.clear()

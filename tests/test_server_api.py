@@ -1,0 +1,204 @@
+"""The session API and the MONAI Label subset, through FastAPI's in-process client."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from email import message_from_bytes
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from sammed.data import SAMPLE_CT, SAMPLE_CT_LIVER_VOXEL
+from sammed.io import read_image
+from sammed.server import ServerConfig, create_app
+
+from server_fixtures import tiny_checkpoint
+
+LIVER = list(SAMPLE_CT_LIVER_VOXEL)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pth")
+
+
+@pytest.fixture()
+def root(tmp_path) -> Path:
+    folder = tmp_path / "data"
+    (folder / "case1").mkdir(parents=True)
+    shutil.copy(SAMPLE_CT, folder / "case1" / "ct.nii.gz")
+    return folder
+
+
+@pytest.fixture()
+def client(checkpoint, root):
+    app = create_app(ServerConfig(model="sam-med3d-tiny", checkpoint=checkpoint, data_root=root))
+    with TestClient(app, base_url="http://127.0.0.1") as c:
+        yield c
+
+
+def open_session(client, path="case1/ct.nii.gz"):
+    reply = client.post("/api/sessions", data={"path": path})
+    assert reply.status_code == 201, reply.text
+    body = reply.json()
+    return body, {"X-Session-Key": body["session_key"]}, f"/api/sessions/{body['session_id']}"
+
+
+def test_clicks_undo_redo_and_changed_region(client):
+    body, key, url = open_session(client)
+    assert body["shape"] == [122, 101, 30] and body["from_data_root"] == "case1/ct.nii.gz"
+    first = client.post(f"{url}/points", json={"position": LIVER}, headers=key).json()
+    assert first["applied"] and first["object_voxels"] > 0 and first["can_undo"]
+    region = first["changed"]
+    # The whole label map equals the changed region pasted at its offset (nothing outside changed).
+    whole = client.get(f"{url}/labels", headers=key)
+    labels = np.frombuffer(whole.content, dtype=whole.headers["X-Dtype"]).reshape(body["shape"], order="F")
+    part = client.get(f"{url}/labels", params={"offset": ",".join(map(str, region["offset"])), "shape": ",".join(map(str, region["shape"]))}, headers=key)
+    sub = np.frombuffer(part.content, dtype=part.headers["X-Dtype"]).reshape(region["shape"], order="F")
+    window = tuple(slice(o, o + s) for o, s in zip(region["offset"], region["shape"]))
+    np.testing.assert_array_equal(labels[window], sub)
+    assert int((labels > 0).sum()) == first["object_voxels"] == int((sub > 0).sum())
+
+    negative = client.post(f"{url}/points", json={"position": [70, 58, 20], "positive": False}, headers=key).json()
+    state = client.get(url, headers=key).json()
+    assert [c["positive"] for c in state["objects"][0]["clicks"]] == [True, False]
+    undone = client.post(f"{url}/undo", headers=key).json()
+    assert undone["applied"] and undone["object_voxels"] == first["object_voxels"] and undone["can_redo"]
+    redone = client.post(f"{url}/redo", headers=key).json()
+    assert redone["object_voxels"] == negative["object_voxels"]
+    assert client.post(f"{url}/redo", headers=key).json()["applied"] is False
+
+
+def test_world_points_boxes_and_objects(client):
+    body, key, url = open_session(client)
+    image = read_image(SAMPLE_CT)
+    ras = image.index_to_world(LIVER, "RAS").tolist()
+    client.post(f"{url}/points", json={"position": ras, "space": "world", "convention": "RAS"}, headers=key)
+    (obj,) = client.get(url, headers=key).json()["objects"]
+    np.testing.assert_allclose(obj["clicks"][0]["voxel"], LIVER, atol=1e-6)
+    second = client.post(f"{url}/objects", headers=key).json()["object_id"]
+    assert second == 2
+    boxed = client.post(f"{url}/boxes", json={"corner_a": [40, 40, 10], "corner_b": [60, 60, 20]}, headers=key).json()
+    assert boxed["object_id"] == 2
+    state = client.get(url, headers=key).json()
+    assert sorted(o["object_id"] for o in state["objects"]) == [1, 2] and state["objects"][1]["has_box"]
+    labels = np.frombuffer(client.get(f"{url}/labels", headers=key).content, dtype=np.uint8)
+    assert {1, 2} <= set(np.unique(labels).tolist())
+    reset = client.post(f"{url}/reset", json={"object_id": 2}, headers=key).json()
+    assert reset["object_voxels"] == 0 and reset["changed"] is not None
+    outside = client.post(f"{url}/points", json={"position": [500, 0, 0]}, headers=key)
+    assert outside.status_code == 400 and "outside the image" in outside.json()["detail"]
+
+
+def test_mask_download_and_save_next_to_image(client, root):
+    body, key, url = open_session(client)
+    client.post(f"{url}/points", json={"position": LIVER}, headers=key)
+    download = client.get(f"{url}/mask", headers=key)
+    assert download.status_code == 200 and "attachment" in download.headers["content-disposition"]
+    (root / "dl.nii.gz").write_bytes(download.content)
+    mask = nib.load(root / "dl.nii.gz")
+    np.testing.assert_allclose(mask.affine, nib.load(SAMPLE_CT).affine, atol=1e-4)
+    saved = client.post(f"{url}/save", json={}, headers=key).json()
+    assert saved == {"path": "case1/ct_seg.nii.gz", "voxels": int(np.asarray(mask.dataobj).astype(bool).sum())}
+    np.testing.assert_array_equal(np.asarray(nib.load(root / saved["path"]).dataobj), np.asarray(mask.dataobj))
+    again = client.post(f"{url}/save", json={}, headers=key)
+    assert again.status_code == 409
+    assert client.post(f"{url}/save", json={"overwrite": True}, headers=key).status_code == 200
+    assert client.post(f"{url}/save", json={"filename": "ct.nii.gz", "overwrite": True}, headers=key).status_code == 409
+    assert client.post(f"{url}/save", json={"filename": "../x.nii.gz"}, headers=key).status_code == 403
+    assert client.post(f"{url}/save", json={"filename": "x.png"}, headers=key).status_code == 400
+    image = client.get(f"{url}/image", headers=key)
+    (root / "img.nii.gz").write_bytes(image.content)
+    np.testing.assert_array_equal(np.asarray(nib.load(root / "img.nii.gz").dataobj), np.asarray(nib.load(SAMPLE_CT).dataobj))
+
+
+def test_upload_session_and_close(client):
+    with open(SAMPLE_CT, "rb") as fh:
+        reply = client.post("/api/sessions", files={"file": ("../../evil name.nii.gz", fh, "application/gzip")})
+    assert reply.status_code == 201
+    body = reply.json()
+    key, url = {"X-Session-Key": body["session_key"]}, f"/api/sessions/{body['session_id']}"
+    assert body["from_data_root"] is None
+    assert client.post(f"{url}/save", json={}, headers=key).status_code == 409  # no folder: download instead
+    assert client.delete(url, headers=key).status_code == 204
+    assert client.get(url, headers=key).status_code == 404
+    bad = client.post("/api/sessions", files={"file": ("notes.txt", b"hello", "text/plain")})
+    assert bad.status_code == 400 and "notes.txt" in bad.json()["detail"] and "/tmp" not in bad.json()["detail"]
+    both = client.post("/api/sessions", data={"path": "case1/ct.nii.gz"}, files={"file": ("a.nii.gz", b"x")})
+    assert both.status_code == 400
+
+
+def test_file_listing(client):
+    assert client.get("/api/files").json() == {"folder": "", "entries": [{"path": "case1", "kind": "folder"}]}
+    listing = client.get("/api/files", params={"folder": "case1"}).json()
+    assert listing["entries"] == [{"path": "case1/ct.nii.gz", "kind": "image"}]
+
+
+def test_monai_label_subset(client):
+    info = client.get("/info/").json()
+    assert info["models"]["sam-med3d-tiny"]["type"] == "deepgrow" and info["models"]["sam-med3d-tiny"]["dimension"] == 3
+    with open(SAMPLE_CT, "rb") as fh:
+        put = client.put("/session/", files=[("files", ("ct.nii.gz", fh, "application/octet-stream"))], data={"expiry": "600"})
+    assert put.status_code == 200
+    session_id = put.json()["session_id"]
+    assert client.get(f"/session/{session_id}").json()["session_id"] == session_id
+    params = json.dumps({"foreground": [LIVER], "background": [[60, 40, 20]], "label": "liver"})
+    by_session = client.post("/infer/sam-med3d-tiny", params={"session_id": session_id}, data={"params": params})
+    assert by_session.status_code == 200 and by_session.headers["content-type"] == "application/gzip"
+    by_path = client.post("/infer/sam-med3d-tiny", params={"image": "case1/ct.nii.gz"}, data={"params": params})
+    assert by_path.content[:2] == b"\x1f\x8b"
+    # The same clicks through the session API give the same mask.
+    _, key, url = open_session(client)
+    client.post(f"{url}/points", json={"position": LIVER}, headers=key)
+    client.post(f"{url}/points", json={"position": [60, 40, 20], "positive": False}, headers=key)
+    expected = np.frombuffer(client.get(f"{url}/labels", headers=key).content, dtype=np.uint8)
+    for reply in (by_session, by_path):
+        got = nib.Nifti1Image.from_bytes(__import__("gzip").decompress(reply.content))
+        np.testing.assert_array_equal(np.asarray(got.dataobj).ravel(order="F"), expected)
+    as_json = client.post("/infer/sam-med3d-tiny", params={"session_id": session_id, "output": "json"}, data={"params": params})
+    assert as_json.json()["voxels"] == int(expected.sum())
+    everything = client.post("/infer/sam-med3d-tiny", params={"session_id": session_id, "output": "all"}, data={"params": params})
+    message = message_from_bytes(b"Content-Type: " + everything.headers["content-type"].encode() + b"\r\n\r\n" + everything.content)
+    parts = {part.get_param("name", header="content-disposition"): part.get_payload(decode=True) for part in message.get_payload()}
+    assert json.loads(parts["params"])["voxels"] == int(expected.sum()) and parts["image"][:2] == b"\x1f\x8b"
+    assert client.post("/infer/other-model", params={"session_id": session_id}, data={"params": params}).status_code == 404
+    assert client.post("/infer/sam-med3d-tiny", params={"session_id": session_id}, data={"params": "{}"}).status_code == 400
+    assert client.delete(f"/session/{session_id}").status_code == 200
+    assert client.get(f"/session/{session_id}").status_code == 404
+
+
+def test_session_limit_and_expiry(checkpoint, root):
+    import time
+
+    config = ServerConfig(model="sam-med3d-tiny", checkpoint=checkpoint, data_root=root, max_sessions=2, session_timeout_s=0.5)
+    with TestClient(create_app(config), base_url="http://127.0.0.1") as client:
+        _, key, url = open_session(client)
+        open_session(client)
+        full = client.post("/api/sessions", data={"path": "case1/ct.nii.gz"})
+        assert full.status_code == 503
+        time.sleep(0.7)
+        assert client.get(url, headers=key).status_code == 404  # idle past its expiry
+        open_session(client)
+
+
+def test_failing_model_call_does_not_take_the_server_down(client):
+    _, key, url = open_session(client)
+    model = client.app.state.sammed.worker.model
+    original = model.predict_low_res
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated model failure")
+
+    model.predict_low_res = broken
+    try:
+        quiet = TestClient(client.app, base_url="http://127.0.0.1", raise_server_exceptions=False)
+        failed = quiet.post(f"{url}/points", json={"position": LIVER}, headers=key)
+        assert failed.status_code == 500 and "keeps running" in failed.json()["detail"]
+    finally:
+        model.predict_low_res = original
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.post(f"{url}/points", json={"position": LIVER}, headers=key).json()["object_voxels"] > 0
