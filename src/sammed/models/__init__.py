@@ -7,6 +7,7 @@ from sammed.models.checkpoint import extract_state_dict, load_weights, read_chec
 from sammed.models.registry import REGISTRY, ModelSpec, build_model, get_model_spec, list_models, register
 from sammed.models.sam3d import SamMed3D, SamMed3DConfig, build_sam_med3d
 from sammed.models.sam3d import specs as _sam3d_specs  # noqa: F401  (registers the entries)
+from sammed.models.sam2d import specs as _sam2d_specs  # noqa: F401  (registers the entries)
 
 __all__ = [
     "REGISTRY",

@@ -1,0 +1,157 @@
+"""SAM / SAM-Med2D top-level module and its configurable builder.
+
+One architecture serves both families: SAM ViT-B/L/H at 1024 and SAM-Med2D (ViT-B at 256
+with an adapter in every block). The attribute names are the official ones
+(``image_encoder``, ``prompt_encoder``, ``mask_decoder``; ``pixel_mean``/``pixel_std`` are
+non-persistent buffers, as in segment-anything), so ``sam_vit_b_01ec64.pth`` and
+``sam-med2d_b.pth['model']`` load strictly.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+from torch import nn
+
+from sammed.models.sam2d.image_encoder import ImageEncoderViT
+from sammed.models.sam2d.mask_decoder import MaskDecoder
+from sammed.models.sam2d.prompt_encoder import PromptEncoder
+
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+ADAPTER_KEY = ".Adapter."
+
+
+@dataclass(frozen=True)
+class Sam2DConfig:
+    """Architecture hyper-parameters; defaults are SAM ViT-B (official ``build_sam_vit_b``).
+
+    ``encoder_adapter`` builds SAM-Med2D's adapters (their weights are in the checkpoint);
+    ``bypass_adapters`` keeps them loaded but skips them at run time, which is the paper's
+    "SAM-Med2D*" (adapters dropped at test time).
+    """
+
+    img_size: int = 1024
+    patch_size: int = 16
+    encoder_embed_dim: int = 768
+    encoder_depth: int = 12
+    encoder_num_heads: int = 12
+    encoder_global_attn_indexes: tuple[int, ...] = (2, 5, 8, 11)
+    window_size: int = 14
+    mlp_ratio: float = 4.0
+    prompt_embed_dim: int = 256
+    mask_in_chans: int = 16
+    encoder_adapter: bool = False
+    adapter_mlp_ratio: float = 0.25
+    bypass_adapters: bool = False
+    decoder_depth: int = 2
+    decoder_heads: int = 8
+    decoder_mlp_dim: int = 2048
+    pixel_mean: tuple[float, float, float] = PIXEL_MEAN
+    pixel_std: tuple[float, float, float] = PIXEL_STD
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def embedding_grid(self) -> int:
+        return self.img_size // self.patch_size
+
+    def with_overrides(self, **overrides) -> "Sam2DConfig":
+        unknown = set(overrides) - set(asdict(self))
+        if unknown:
+            raise TypeError(f"unknown 2D SAM config field(s): {', '.join(sorted(unknown))}")
+        for key in ("encoder_global_attn_indexes", "pixel_mean", "pixel_std"):
+            if key in overrides:
+                overrides[key] = tuple(overrides[key])
+        return replace(self, **overrides)
+
+
+class Sam2D(nn.Module):
+    """Container of the three official parts plus the normalisation buffers.
+
+    Pipelines call :meth:`encode_image` once per image and :meth:`predict_low_res` per prompt;
+    :mod:`sammed.inference.predictor2d` does that with the family's pre/post-processing.
+    """
+
+    mask_threshold: float = 0.0
+    image_format: str = "RGB"
+
+    def __init__(self, config: Sam2DConfig) -> None:
+        super().__init__()
+        self.config = config
+        grid = config.embedding_grid
+        self.image_encoder = ImageEncoderViT(
+            img_size=config.img_size,
+            patch_size=config.patch_size,
+            embed_dim=config.encoder_embed_dim,
+            depth=config.encoder_depth,
+            num_heads=config.encoder_num_heads,
+            mlp_ratio=config.mlp_ratio,
+            out_chans=config.prompt_embed_dim,
+            window_size=config.window_size,
+            global_attn_indexes=tuple(config.encoder_global_attn_indexes),
+            adapter=config.encoder_adapter,
+            adapter_mlp_ratio=config.adapter_mlp_ratio,
+        )
+        self.image_encoder.set_adapter_bypass(config.bypass_adapters)
+        self.prompt_encoder = PromptEncoder(
+            embed_dim=config.prompt_embed_dim,
+            image_embedding_size=(grid, grid),
+            input_image_size=(config.img_size, config.img_size),
+            mask_in_chans=config.mask_in_chans,
+        )
+        self.mask_decoder = MaskDecoder(
+            transformer_dim=config.prompt_embed_dim,
+            transformer_depth=config.decoder_depth,
+            transformer_heads=config.decoder_heads,
+            transformer_mlp_dim=config.decoder_mlp_dim,
+        )
+        self.register_buffer("pixel_mean", torch.tensor(config.pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(config.pixel_std).view(-1, 1, 1), False)
+
+    @property
+    def low_res_size(self) -> int:
+        """Side of the low-res logits and of the mask prompt (4x the embedding grid)."""
+        return 4 * self.config.embedding_grid
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) normalised, padded input -> image embedding (B, C, S/16, S/16)."""
+        return self.image_encoder(x)
+
+    def predict_low_res(
+        self,
+        features: torch.Tensor,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        mask_input: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        multimask_output: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt encoder + decoder on a cached embedding -> (low-res logits, IoU predictions).
+
+        Prompts are in the model input frame: points (B, N, 2) with labels (B, N), boxes (B, 4),
+        mask_input (B, 1, 4h, 4w).
+        """
+        points = None if point_coords is None else (point_coords, point_labels)
+        sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+        return self.mask_decoder(
+            image_embeddings=features,
+            image_pe=self.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+        )
+
+
+def drop_adapter_weights(state_dict: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
+    """The SAM-Med2D weights without the 72 adapter tensors, for a model built without adapters."""
+    return OrderedDict((k, v) for k, v in state_dict.items() if ADAPTER_KEY not in k)
+
+
+def build_sam2d(config: Sam2DConfig | None = None) -> Sam2D:
+    """Build an uninitialised (randomly initialised) SAM / SAM-Med2D of the given configuration."""
+    model = Sam2D(config or Sam2DConfig())
+    model.eval()
+    return model
