@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
@@ -31,6 +32,12 @@ def tiny_checkpoint(path: Path) -> Path:
         state = build_model("sam-med3d-tiny").state_dict()
     torch.save(state, path)
     return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A tiny checkpoint file for the module's servers (import this fixture into a test module)."""
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pth")
 
 
 def free_port() -> int:

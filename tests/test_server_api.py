@@ -16,14 +16,9 @@ from sammed.data import SAMPLE_CT, SAMPLE_CT_LIVER_VOXEL
 from sammed.io import read_image
 from sammed.server import ServerConfig, create_app
 
-from server_fixtures import tiny_checkpoint
+from server_fixtures import checkpoint  # noqa: F401  (fixture)
 
 LIVER = list(SAMPLE_CT_LIVER_VOXEL)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pth")
 
 
 @pytest.fixture()

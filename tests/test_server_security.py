@@ -14,14 +14,9 @@ from sammed.data import SAMPLE_CT
 from sammed.server import ServerConfig, create_app
 from sammed.server.config import ServerConfigError, is_loopback
 
-from server_fixtures import tiny_checkpoint
+from server_fixtures import checkpoint  # noqa: F401  (fixture)
 
 TOKEN = "a-long-enough-test-token-123"
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pth")
 
 
 @pytest.fixture()

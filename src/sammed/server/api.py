@@ -181,8 +181,9 @@ async def create_session(
 
 
 @router.get("/sessions/{session_id}", response_model=SessionInfo, summary="geometry, objects and their clicks")
-def get_session(ctx: Ctx, live: Live) -> SessionInfo:
-    return session_info(ctx, live)
+async def get_session(ctx: Ctx, live: Live) -> SessionInfo:
+    async with live.lock:  # the model thread may be changing this session's objects
+        return await run_in_threadpool(session_info, ctx, live)
 
 
 @router.delete("/sessions/{session_id}", status_code=204, summary="close a session and free its memory")

@@ -1,0 +1,205 @@
+"""Load test of ``sammed serve``: N concurrent client sessions clicking on loopback for a bounded time.
+
+Starts the real server (``python -m sammed serve``) in a subprocess, then runs two phases in
+this process: a 1-client baseline and N clients. Each client opens a session on the bundled CT,
+makes clicks (positive and negative, near the liver, so most reuse the window's embedding),
+fetches each click's changed region of the label map as a viewer does, sometimes undoes, and
+every few clicks closes its session and opens a new one, so sessions come and go. Prints
+throughput, p50/p95 latency of a click (click + changed-region fetch), the error count, and the
+server's resident memory (sampled from /proc) over the run, with ratios against the baseline.
+
+    .venv/bin/python benchmarks/load_test.py --clients 16 --seconds 60 [--checkpoint tiny.pth]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx2 as httpx
+import numpy as np
+
+from sammed.data import SAMPLE_CT, SAMPLE_CT_LIVER_VOXEL
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.errors = 0
+        self.error_samples: list[str] = []
+        self.sessions_opened = 0
+        self.sessions_closed = 0
+
+    def error(self, what: str) -> None:
+        self.errors += 1
+        if len(self.error_samples) < 5:
+            self.error_samples.append(what)
+
+
+async def check(response: httpx.Response, stats: Stats) -> httpx.Response | None:
+    if response.status_code >= 400:
+        stats.error(f"{response.request.method} {response.request.url.path}: {response.status_code} {response.text[:120]}")
+        return None
+    return response
+
+
+async def client_loop(client: httpx.AsyncClient, deadline: float, stats: Stats, seed: int, clicks_per_session: int) -> None:
+    rng = random.Random(seed)
+    while time.monotonic() < deadline:
+        try:
+            opened = await check(await client.post("/api/sessions", data={"path": "ct.nii.gz"}), stats)
+            if opened is None:
+                await asyncio.sleep(0.5)
+                continue
+            stats.sessions_opened += 1
+            body = opened.json()
+            key = {"X-Session-Key": body["session_key"]}
+            url = f"/api/sessions/{body['session_id']}"
+            for number in range(clicks_per_session):
+                if time.monotonic() >= deadline:
+                    break
+                voxel = [c + rng.randint(-6, 6) for c in SAMPLE_CT_LIVER_VOXEL]
+                voxel[2] = min(max(voxel[2], 0), 29)
+                start = time.perf_counter()
+                reply = await check(
+                    await client.post(f"{url}/points", json={"position": voxel, "positive": number == 0 or rng.random() < 0.7}, headers=key),
+                    stats,
+                )
+                if reply is None:
+                    continue
+                changed = reply.json()["changed"]
+                if changed:
+                    params = {"offset": ",".join(map(str, changed["offset"])), "shape": ",".join(map(str, changed["shape"]))}
+                    if await check(await client.get(f"{url}/labels", params=params, headers=key), stats) is None:
+                        continue
+                stats.latencies.append(time.perf_counter() - start)
+                if rng.random() < 0.15:
+                    await check(await client.post(f"{url}/undo", headers=key), stats)
+            if await check(await client.delete(url, headers=key), stats) is not None:
+                stats.sessions_closed += 1
+        except httpx.HTTPError as exc:
+            stats.error(f"{type(exc).__name__}: {exc}")
+
+
+async def run_phase(url: str, clients: int, seconds: float, clicks_per_session: int, pid: int, seed: int) -> dict:
+    stats = Stats()
+    memory: list[float] = []
+    limits = httpx.Limits(max_connections=clients + 4)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        deadline = time.monotonic() + seconds
+
+        async def sample_memory():
+            while time.monotonic() < deadline:
+                memory.append(rss_mb(pid))
+                await asyncio.sleep(0.5)
+
+        start = time.perf_counter()
+        await asyncio.gather(
+            sample_memory(), *(client_loop(client, deadline, stats, seed + i, clicks_per_session) for i in range(clients))
+        )
+        elapsed = time.perf_counter() - start
+        open_after = (await client.get("/api/info")).json()["sessions"]
+    latencies = np.array(stats.latencies) if stats.latencies else np.array([np.nan])
+    return {
+        "clients": clients,
+        "seconds": elapsed,
+        "clicks": len(stats.latencies),
+        "throughput": len(stats.latencies) / elapsed,
+        "p50": float(np.percentile(latencies, 50)),
+        "p95": float(np.percentile(latencies, 95)),
+        "errors": stats.errors,
+        "error_samples": stats.error_samples,
+        "opened": stats.sessions_opened,
+        "closed": stats.sessions_closed,
+        "open_after": open_after,
+        "rss_first": memory[0] if memory else float("nan"),
+        "rss_peak": max(memory) if memory else float("nan"),
+        "rss_last": memory[-1] if memory else float("nan"),
+    }
+
+
+def report(result: dict, baseline: dict | None) -> None:
+    print(
+        f"{result['clients']:>3} clients: {result['clicks']} clicks in {result['seconds']:.1f} s = "
+        f"{result['throughput']:.2f} clicks/s; latency p50 {result['p50'] * 1000:.0f} ms, p95 {result['p95'] * 1000:.0f} ms; "
+        f"errors {result['errors']}"
+    )
+    print(
+        f"     sessions opened {result['opened']}, closed {result['closed']}, still open {result['open_after']}; "
+        f"server RSS first {result['rss_first']:.0f} MB, peak {result['rss_peak']:.0f} MB, last {result['rss_last']:.0f} MB"
+    )
+    for sample in result["error_samples"]:
+        print(f"     error: {sample}")
+    if baseline:
+        print(
+            f"     vs 1 client: throughput x{result['throughput'] / baseline['throughput']:.2f}, "
+            f"p50 x{result['p50'] / baseline['p50']:.2f}, p95 x{result['p95'] / baseline['p95']:.2f}"
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=60, help="duration of the N-client phase")
+    parser.add_argument("--baseline-seconds", type=float, default=15, help="duration of the 1-client phase")
+    parser.add_argument("--clicks-per-session", type=int, default=8, help="clicks before a client closes and reopens")
+    parser.add_argument("--model", default="sam-med3d-tiny")
+    parser.add_argument("--checkpoint", help="weights; without it the server runs with --allow-random-weights")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="sammed-load-") as tmp:
+        root = Path(tmp)
+        shutil.copy(SAMPLE_CT, root / "ct.nii.gz")
+        port = free_port()
+        command = [sys.executable, "-m", "sammed", "serve", "--model", args.model, "--port", str(port)]
+        command += ["--data-root", str(root), "--max-sessions", str(max(32, 2 * args.clients))]
+        command += ["--checkpoint", args.checkpoint] if args.checkpoint else ["--allow-random-weights"]
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if server.poll() is not None or time.monotonic() > deadline:
+                    print(server.stderr.read().decode(), file=sys.stderr)
+                    return 1
+                time.sleep(0.2)
+            print(f"server: model {args.model} on {url}, {os.cpu_count()} CPUs; each click = POST points + GET changed labels")
+            baseline = asyncio.run(run_phase(url, 1, args.baseline_seconds, args.clicks_per_session, server.pid, 0))
+            report(baseline, None)
+            loaded = asyncio.run(run_phase(url, args.clients, args.seconds, args.clicks_per_session, server.pid, 1000))
+            report(loaded, baseline)
+            return 1 if loaded["errors"] or baseline["errors"] else 0
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
