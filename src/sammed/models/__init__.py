@@ -8,6 +8,7 @@ from sammed.models.registry import REGISTRY, ModelSpec, build_model, get_model_s
 from sammed.models.sam3d import SamMed3D, SamMed3DConfig, build_sam_med3d
 from sammed.models.sam3d import specs as _sam3d_specs  # noqa: F401  (registers the entries)
 from sammed.models.sam2d import specs as _sam2d_specs  # noqa: F401  (registers the entries)
+from sammed.models.sam2d.sam_unet import specs as _sam_unet_specs  # noqa: F401  (registers the entries)
 
 __all__ = [
     "REGISTRY",
