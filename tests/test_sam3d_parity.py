@@ -112,7 +112,8 @@ def test_reference_windowing_equals_fast_path(recorded: Recorded) -> None:
             reference = encoder(recorded.image)
     finally:
         encoder.set_reference_windowing(False)
-    torch.testing.assert_close(reference, recorded.embeddings, atol=1e-5, rtol=0)
+    assert_close(reference, recorded.expected_encoder["image_embeddings"], "image_embeddings")
+    torch.testing.assert_close(reference, recorded.embeddings, **STRICT["image_embeddings"])
 
 
 def _cases(config: str) -> list[str]:

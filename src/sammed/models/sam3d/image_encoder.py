@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sammed.models.common import LayerNorm3d, MLPBlock
+from sammed.models.common import LayerNorm3d, MLPBlock, PatchConv3d
 
 Size3 = tuple[int, int, int]
 
@@ -22,7 +22,7 @@ class PatchEmbed3D(nn.Module):
 
     def __init__(self, patch_size: int = 16, in_chans: int = 1, embed_dim: int = 768) -> None:
         super().__init__()
-        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.proj = PatchConv3d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x).permute(0, 2, 3, 4, 1)

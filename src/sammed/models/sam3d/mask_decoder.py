@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sammed.models.common import MLP, LayerNorm3d
+from sammed.models.common import MLP, LayerNorm3d, PatchConvTranspose3d
 from sammed.models.sam3d.transformer import TwoWayTransformer3D
 
 
@@ -32,10 +32,10 @@ class MaskDecoder3D(nn.Module):
         self.num_mask_tokens = num_multimask_outputs + 1
         self.mask_tokens = nn.Embedding(self.num_mask_tokens, transformer_dim)
         self.output_upscaling = nn.Sequential(
-            nn.ConvTranspose3d(transformer_dim, transformer_dim // 4, kernel_size=2, stride=2),
+            PatchConvTranspose3d(transformer_dim, transformer_dim // 4, kernel_size=2, stride=2),
             LayerNorm3d(transformer_dim // 4),
             nn.GELU(),
-            nn.ConvTranspose3d(transformer_dim // 4, transformer_dim // 8, kernel_size=2, stride=2),
+            PatchConvTranspose3d(transformer_dim // 4, transformer_dim // 8, kernel_size=2, stride=2),
             nn.GELU(),
         )
         self.output_hypernetworks_mlps = nn.ModuleList(
