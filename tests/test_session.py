@@ -27,11 +27,11 @@ class SphereModel(nn.Module):
         super().__init__()
         self.anchor = nn.Parameter(torch.zeros(1))
         self.config = type("Config", (), {"img_size": 128})()
-        self.prompt_encoder = type("PE", (), {"supports_boxes": False})()
+        self.prompt_encoder = type("PE", (), {"supports_boxes": False, "get_dense_pe": lambda _: None})()
         self.low_res_size = 32
         self.image_encoder = lambda x: torch.zeros(1, 384, 8, 8, 8)
 
-    def predict_low_res(self, embedding, coords, labels, mask_input, boxes=None):
+    def predict_low_res(self, embedding, coords, labels, mask_input, boxes=None, image_pe=None):
         center = coords[0, labels[0] == 1][-1]  # window voxel index (A0, A1, A2)
         grid = (torch.arange(32, dtype=torch.float32) + 0.5) * 4 - 0.5  # low-res cell centres in window voxels
         d0, d1, d2 = torch.meshgrid(grid - center[0], grid - center[1], grid - center[2], indexing="ij")

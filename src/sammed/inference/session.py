@@ -101,6 +101,7 @@ class Session:
         self._embeddings: OrderedDict[tuple, tuple[RoiGrid, torch.Tensor]] = OrderedDict()
         self.active_object = 1
         self.timings = SessionTimings()
+        self._image_pe: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ objects
     @property
@@ -113,7 +114,8 @@ class Session:
         return self.active_object
 
     def state(self, object_id: int | None = None) -> ObjectState:
-        return self._objects.get(self._resolve(object_id), ObjectState())
+        """An object's current state (read-only: does not change the active object)."""
+        return self._objects.get(self.active_object if object_id is None else object_id, ObjectState())
 
     def _resolve(self, object_id: int | None) -> int:
         if object_id is None:
@@ -264,6 +266,13 @@ class Session:
             center = (points.max(axis=0) + points.min(axis=0)) / 2
         return RoiGrid.centered_at(center, size=self.roi_size, spacing=self.roi_spacing)
 
+    def _dense_pe(self) -> torch.Tensor:
+        """The prompt-independent dense positional encoding, computed once per session."""
+        if self._image_pe is None:
+            with torch.inference_mode():
+                self._image_pe = self.model.prompt_encoder.get_dense_pe()
+        return self._image_pe
+
     def _embedding(self, roi: RoiGrid) -> torch.Tensor:
         key = roi.key()
         if key in self._embeddings:
@@ -302,7 +311,9 @@ class Session:
             boxes = torch.as_tensor(np.concatenate([lo, hi]), dtype=torch.float32, device=self.device)[None]
         with torch.inference_mode(), autocast(self.precision, self.device):
             decode_start = time.perf_counter()
-            low_res, iou = self.model.predict_low_res(embedding, coords, labels, mask_input, boxes=boxes)
+            low_res, iou = self.model.predict_low_res(
+                embedding, coords, labels, mask_input, boxes=boxes, image_pe=self._dense_pe()
+            )
             low_res = low_res.float()  # fed back as the next mask prompt, kept in float32
             logits = self.model.upscale_logits(low_res)[0, 0].float().cpu().numpy()
             self.timings.decoder = time.perf_counter() - decode_start

@@ -96,13 +96,17 @@ class SamMed3D(nn.Module):
         mask_input: torch.Tensor | None,
         boxes: torch.Tensor | None = None,
         multimask_output: bool = False,
+        image_pe: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompt encoder + decoder on a cached embedding -> (low-res logits, IoU)."""
+        """Prompt encoder + decoder on a cached embedding -> (low-res logits, IoU).
+
+        ``image_pe`` may pass a cached ``prompt_encoder.get_dense_pe()`` (it never changes).
+        """
         points = None if point_coords is None else (point_coords, point_labels)
         sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
         return self.mask_decoder(
             image_embeddings=image_embeddings,
-            image_pe=self.prompt_encoder.get_dense_pe(),
+            image_pe=self.prompt_encoder.get_dense_pe() if image_pe is None else image_pe,
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=multimask_output,
