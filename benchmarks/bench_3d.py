@@ -1,0 +1,206 @@
+"""SAM-Med3D interactive latency and memory: sammed (exact and fast) against a literal reference.
+
+The reference is the official computation done the official way: TorchIO resamples the *whole*
+volume to 1.5 mm, reorients it and crops a 128^3 ROI around a ground-truth-like cube at the
+click (``sammed.inference.official``), the encoder computes attention over every zero-padded
+window token (``set_reference_windowing(True)``, the literal official math), and the prediction
+is pasted back by TorchIO nearest-neighbour resampling onto the full grid.
+
+Each pipeline runs in its own process (so peak RSS is its own) on a full-size CT built here by
+resampling ``example_ct.nii.gz`` to 0.75 x 0.75 x 1.5 mm (about 488 x 404 x 224 voxels).
+Times are medians of ``--repeats`` runs per stage. Usage::
+
+    .venv/bin/python benchmarks/bench_3d.py [--repeats 3] [--model sam-med3d-turbo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SOURCE_CT = SHARED / "data" / "totalsegmentator_examples" / "example_ct.nii.gz"
+SOURCE_SEG = SHARED / "data" / "totalsegmentator_examples" / "example_seg_fast_force_split.nii.gz"
+LIVER = 5
+CACHE = Path(tempfile.gettempdir()) / "sammed-bench"
+
+
+def build_inputs(model_name: str) -> dict:
+    """Full-size CT, a liver voxel in it, a reference GT cube, and a checkpoint (cached)."""
+    CACHE.mkdir(exist_ok=True)
+    ct_path = CACHE / "full_ct.nii.gz"
+    source = sitk.ReadImage(str(SOURCE_CT))
+    spacing = (0.75, 0.75, 1.5)
+    size = [int(round(n * s / t)) for n, s, t in zip(source.GetSize(), source.GetSpacing(), spacing)]
+    if not ct_path.exists():
+        full = sitk.Resample(source, size, sitk.Transform(), sitk.sitkLinear, source.GetOrigin(), spacing,
+                             source.GetDirection(), -1024, sitk.sitkInt16)
+        sitk.WriteImage(full, str(ct_path))
+    full = sitk.ReadImage(str(ct_path))
+    seg = sitk.GetArrayFromImage(sitk.ReadImage(str(SOURCE_SEG)))  # z, y, x
+    zyx = np.median(np.argwhere(seg == LIVER), axis=0)
+    world = sitk.ReadImage(str(SOURCE_SEG)).TransformContinuousIndexToPhysicalPoint(zyx[::-1].tolist())
+    click = tuple(int(round(v)) for v in full.TransformPhysicalPointToContinuousIndex(world))  # i, j, k
+
+    gt_path = CACHE / "reference_cube_gt.nii.gz"
+    if not gt_path.exists():
+        cube = np.zeros(sitk.GetArrayFromImage(full).shape, np.uint8)
+        i, j, k = click
+        cube[k - 10 : k + 11, j - 20 : j + 21, i - 20 : i + 21] = 1
+        label = sitk.GetImageFromArray(cube)
+        label.CopyInformation(full)
+        sitk.WriteImage(label, str(gt_path))
+
+    checkpoint = CACHE / f"{model_name}-random.pth"
+    if not checkpoint.exists():
+        from sammed.models import build_model
+
+        torch.manual_seed(0)
+        torch.save({"model_state_dict": build_model(model_name).state_dict()}, checkpoint)
+    return {"ct": str(ct_path), "gt": str(gt_path), "click": click, "checkpoint": str(checkpoint),
+            "size": tuple(full.GetSize())}
+
+
+def _timed(stage_times: dict, name: str, fn, *args, **kwargs):
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    stage_times.setdefault(name, []).append(time.perf_counter() - start)
+    return result
+
+
+def run_sammed(inputs: dict, model_name: str, precision: str, repeats: int, queue) -> None:
+    """sammed's path: read, window around the click, cached encoder, tight paste-back, write."""
+    from sammed.inference import Session
+    from sammed.inference.precision import autocast
+    from sammed.inference.roi import RoiGrid, paste_window_mask, sample_window, zscore_foreground
+    from sammed.io import read_image, to_sitk, write_mask
+    from sammed.models import build_model
+
+    torch.set_num_threads(torch.get_num_threads())
+    t: dict = {}
+    for _ in range(repeats):
+        model = _timed(t, "model load", build_model, model_name, checkpoint=inputs["checkpoint"])
+        image = _timed(t, "read", read_image, inputs["ct"])
+        click = inputs["click"]
+        roi = RoiGrid.centered_at(image.index_to_world(click))
+        source = to_sitk(image)
+        window = _timed(t, "region", lambda: zscore_foreground(sample_window(source, roi)))
+        device = torch.device("cpu")
+        with torch.inference_mode(), autocast(precision, device):
+            embedding = _timed(t, "encode", model.image_encoder, window[None, None])
+            coords = torch.tensor([[list(roi.to_index(image.index_to_world(click)))]], dtype=torch.float32)
+            labels = torch.ones(1, 1)
+            zeros = torch.zeros(1, 1, 32, 32, 32)
+            low_res, _ = _timed(t, "decode", model.predict_low_res, embedding, coords, labels, zeros)
+            logits = model.upscale_logits(low_res.float())[0, 0].float().numpy()
+        _timed(t, "paste-back", paste_window_mask, logits, roi, image.geometry)
+
+        session = Session(model, image, precision=precision)
+        _timed(t, "first click", session.add_point, click)
+        refine = (click[0] + 6, click[1] + 4, click[2])
+        _timed(t, "refinement click", session.add_point, refine, positive=False)
+        out = Path(tempfile.mkdtemp()) / "mask.nii.gz"
+        _timed(t, "write", write_mask, session.label_map(), image, out)
+    queue.put(_summary(t))
+
+
+def run_reference(inputs: dict, model_name: str, repeats: int, queue) -> None:
+    """The official order: whole-volume TorchIO preprocessing, literal windows, TorchIO paste-back."""
+    from sammed.inference.official import postprocess_official, preprocess_official
+    from sammed.models import build_model
+
+    t: dict = {}
+    for _ in range(repeats):
+        model = _timed(t, "model load", build_model, model_name, checkpoint=inputs["checkpoint"])
+        model.image_encoder.set_reference_windowing(True)
+        case = _timed(t, "read", lambda: sitk.ReadImage(inputs["ct"]))  # official reads again below
+        case = _timed(t, "region", preprocess_official, inputs["ct"], inputs["gt"], 1)
+        roi_image = case.roi_image
+        centre = torch.tensor([[[64.0, 64.0, 64.0]]])
+        with torch.inference_mode():
+            embedding = _timed(t, "encode", model.image_encoder, roi_image)
+
+            def decode(mask_input):
+                low, _ = model.predict_low_res(embedding, centre, torch.ones(1, 1), mask_input)
+                return low, (torch.sigmoid(model.upscale_logits(low)) > 0.5)[0, 0].numpy().astype(np.uint8)
+
+            low_res, pred = _timed(t, "decode", decode, torch.zeros(1, 1, 32, 32, 32))
+        pasted = _timed(t, "paste-back", postprocess_official, pred, case)
+        # First click = preprocessing + encode + decode + paste; refinement = decode + paste.
+        t.setdefault("first click", []).append(t["region"][-1] + t["encode"][-1] + t["decode"][-1] + t["paste-back"][-1])
+        with torch.inference_mode():
+            start = time.perf_counter()
+            _, pred = decode(low_res)
+            postprocess_official(pred, case)
+            t.setdefault("refinement click", []).append(time.perf_counter() - start)
+        out = Path(tempfile.mkdtemp()) / "mask.nii.gz"
+
+        def write():
+            image = sitk.GetImageFromArray(pasted)
+            image.CopyInformation(sitk.ReadImage(inputs["gt"]))
+            sitk.WriteImage(image, str(out))
+
+        _timed(t, "write", write)
+    queue.put(_summary(t))
+
+
+def _summary(times: dict) -> dict:
+    result = {name: statistics.median(values) for name, values in times.items()}
+    result["peak RSS (GB)"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    return result
+
+
+def _in_child(target, *args) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    process = ctx.Process(target=target, args=(*args, queue))
+    process.start()
+    result = queue.get()
+    process.join()
+    return result
+
+
+STAGES = ["model load", "read", "region", "encode", "decode", "paste-back", "first click", "refinement click",
+          "write", "peak RSS (GB)"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="sam-med3d-turbo")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-reference", action="store_true", help="only sammed's modes (no baseline ratios)")
+    args = parser.parse_args()
+
+    inputs = build_inputs(args.model)
+    print(f"full CT {inputs['size']} voxels at 0.75x0.75x1.5 mm, click {inputs['click']}, model {args.model}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats}")
+    columns = {}
+    if not args.skip_reference:
+        columns["reference"] = _in_child(run_reference, inputs, args.model, args.repeats)
+    columns["exact fp32"] = _in_child(run_sammed, inputs, args.model, "fp32", args.repeats)
+    columns["fast bf16"] = _in_child(run_sammed, inputs, args.model, "bf16", args.repeats)
+
+    header = f"{'stage':18s}" + "".join(f"{name:>14s}" for name in columns)
+    if "reference" in columns:
+        header += "".join(f"{'ref/' + name.split()[0]:>12s}" for name in columns if name != "reference")
+    print(header)
+    for stage in STAGES:
+        row = f"{stage:18s}" + "".join(f"{col.get(stage, float('nan')):14.3f}" for col in columns.values())
+        if "reference" in columns:
+            ref = columns["reference"].get(stage, float("nan"))
+            row += "".join(f"{ref / col.get(stage, float('nan')):11.1f}x" for name, col in columns.items()
+                           if name != "reference")
+        print(row)
+
+
+if __name__ == "__main__":
+    main()
