@@ -1,0 +1,114 @@
+"""``sammed train``: fine-tune or train a model on an nnU-Net folder, alone or under ``torchrun``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from sammed.cli.common import console
+from sammed.errors import SammedError
+
+_TRAIN_EPILOG = """\
+examples:
+  # fine-tune SAM-Med3D-turbo on your structures (stage-2 recipe: lr 8e-5)
+  sammed train data/Dataset001_Liver --out runs/liver --stage 2 --checkpoint sam_med3d_turbo.pth
+
+  # resume the run from runs/liver/latest.pth
+  sammed train data/Dataset001_Liver --out runs/liver --stage 2 --checkpoint sam_med3d_turbo.pth --resume
+
+  # two processes on one machine (gloo on CPU, NCCL with --device cuda)
+  torchrun --nproc_per_node 2 -m sammed train data/Dataset001_Liver --out runs/liver --model sam-med3d-tiny
+
+DATA is an nnU-Net raw folder (imagesTr/<case>_0000.nii.gz, labelsTr/<case>.nii.gz); each label
+value of each case becomes one binary target. Cases are resampled once into OUT/cache (or
+--cache) at the model's spacing. Checkpoints (OUT/latest.pth, OUT/best_loss.pth) use the official
+layout and load with 'sammed segment --checkpoint'; OUT/metrics.csv logs every optimizer step.
+"""
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
+
+
+def register(commands) -> None:
+    train = commands.add_parser(
+        "train",
+        help="train or fine-tune a 3D model (SAM-Med3D recipe) on an nnU-Net folder",
+        description="Train or fine-tune a SAM-Med3D-architecture model with the official interactive recipe.",
+        epilog=_TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument("data", help="nnU-Net raw dataset folder (imagesTr/, labelsTr/)")
+    train.add_argument("--out", "-o", required=True, help="run folder: checkpoints, metrics.csv, cache")
+    train.add_argument("--model", "-m", default="sam-med3d-turbo", help="registered model name (architecture)")
+    train.add_argument("--stage", type=int, choices=[1, 2], default=1, help="1: from scratch (lr 8e-4); 2: fine-tune a checkpoint (lr 8e-5)")
+    train.add_argument("--checkpoint", "-c", help="initial weights (fine-tuning; required by --stage 2)")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/latest.pth (weights, optimizer, schedule, epoch)")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    train.add_argument("--time-limit", type=float, metavar="MINUTES", help="stop (and save) after this wall time")
+    train.add_argument("--batch-size", type=int, help="windows per process and micro-batch (default 2)")
+    train.add_argument("--accumulation-steps", type=int, help="micro-batches per optimizer step (default 20)")
+    train.add_argument("--lr", type=float, help="image-encoder learning rate")
+    train.add_argument("--decoder-lr-scale", type=float, help="prompt encoder/decoder lr = lr x this (default 0.1)")
+    train.add_argument("--milestones", type=_int_list, help="epochs where lr drops 10x, e.g. 120,180")
+    train.add_argument("--num-clicks", type=int, help="interaction rounds per sample (default 11)")
+    train.add_argument("--newest-click-only", action="store_true", help="feed only the newest click each round (upstream default)")
+    train.add_argument("--classes", type=_int_list, metavar="V1,V2", help="label values to train on (default: all)")
+    train.add_argument("--min-voxels", type=int, help="skip class masks with at most this many voxels (default 1000)")
+    train.add_argument("--workers", type=int, help="data-loader processes per training process (default 2)")
+    train.add_argument("--no-amp", action="store_true", help="full float32 (default: bf16 autocast on CPU, fp16 on CUDA)")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--cache", help="preprocessing cache folder (default OUT/cache)")
+    train.add_argument("--prepare-only", action="store_true", help="build the cache and stop")
+    train.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    train.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to metrics.csv)")
+    train.set_defaults(handler=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from sammed.models import get_model_spec
+    from sammed.training import TrainConfig, build_cache, train
+
+    spec = get_model_spec(args.model)
+    if spec.dims != 3:
+        raise SammedError(f"{spec.name} is a 2D model; 'sammed train' trains 3D SAM-Med3D models only for now")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SammedError("--device cuda requested but no CUDA device is available")
+    if args.prepare_only:
+        spacing = spec.preprocessing.target_spacing_mm[0] if spec.preprocessing is not None else 1.5
+        manifest = build_cache(args.data, args.cache or Path(args.out) / "cache", spacing,
+                               progress=lambda case: console.print(f"resampling {case}"))
+        console.print(f"cache ready: {len(manifest['cases'])} cases at {spacing} mm")
+        return 0
+    config = TrainConfig.for_stage(
+        args.stage,
+        model=spec.name,
+        init_checkpoint=args.checkpoint,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        time_limit_minutes=args.time_limit,
+        batch_size=args.batch_size,
+        accumulation_steps=args.accumulation_steps,
+        lr=args.lr,
+        decoder_lr_scale=args.decoder_lr_scale,
+        milestones=args.milestones,
+        num_clicks=args.num_clicks,
+        multi_click=False if args.newest_click_only else None,
+        min_label_voxels=args.min_voxels,
+        classes=args.classes,
+        num_workers=args.workers,
+        amp=False if args.no_amp else None,
+        seed=args.seed,
+    )
+    summary = train(config, args.data, args.out, cache_dir=args.cache, resume=args.resume, device=args.device,
+                    show_progress=not args.no_progress)
+    if summary.checkpoint is not None and os.environ.get("RANK", "0") == "0":
+        console.print(f"trained {summary.steps} steps in {summary.seconds:.0f} s; checkpoint {summary.checkpoint}")
+    return 0

@@ -1,0 +1,87 @@
+"""Training hyper-parameters of the SAM-Med3D recipe, as one plain dataclass.
+
+Defaults follow the official ``train.py`` (spec §11.2). Stage 2 of the two-stage procedure is
+the same recipe started from a stage-1 (or the released) checkpoint with the fine-tuning
+learning rate, which :meth:`TrainConfig.for_stage` sets. Everything is plain data so that it
+can be stored inside a checkpoint that the safe loader (``weights_only``) reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from sammed.errors import SammedError
+
+
+class TrainingConfigError(SammedError):
+    """A training option is invalid (bad stage, negative steps, ...)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. ``spacing_mm`` and the window size come from the model's registry entry."""
+
+    model: str = "sam-med3d-turbo"
+    epochs: int = 200
+    max_steps: int | None = None  # optimizer steps; stops early when reached (smoke runs, budgets)
+    time_limit_minutes: float | None = None  # wall-clock budget; stops (and saves) when exceeded
+    batch_size: int = 2  # per process
+    accumulation_steps: int = 20
+    lr: float = 8e-4  # image encoder; prompt encoder and mask decoder get lr * decoder_lr_scale
+    decoder_lr_scale: float = 0.1
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.999)
+    milestones: tuple[int, ...] = (120, 180)  # MultiStepLR, stepped per epoch
+    gamma: float = 0.1
+    num_clicks: int = 11  # interaction rounds per sample
+    mask_only_round_range: tuple[int, int] = (2, 9)  # one round drawn in [low, high) gets no click
+    multi_click: bool = True  # feed all clicks so far (as inference does); official default: newest only
+    amp: bool = True  # bf16 autocast on CPU, fp16 + GradScaler on CUDA
+    num_workers: int = 2
+    min_label_voxels: int = 1000  # official: resample another item if label.sum() <= 1000
+    classes: tuple[int, ...] | None = None  # label values to train on (None: all)
+    max_shift_fraction: float = 0.25  # random window offset, as a fraction of the window size
+    flip_probability: float = 0.5  # RandomFlip per axis (the spec's only augmentation)
+    seed: int = 2023
+    stage: int = 1
+    init_checkpoint: str | None = None  # fine-tune from these weights (stage 2, or any checkpoint)
+    log_every: int = 1
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.stage not in (1, 2):
+            raise TrainingConfigError(f"stage must be 1 or 2, got {self.stage}")
+        for name in ("epochs", "batch_size", "accumulation_steps", "num_clicks"):
+            if getattr(self, name) < 1:
+                raise TrainingConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise TrainingConfigError(f"max-steps must be at least 1, got {self.max_steps}")
+        if self.lr <= 0:
+            raise TrainingConfigError(f"lr must be positive, got {self.lr}")
+        if self.stage == 2 and not self.init_checkpoint:
+            raise TrainingConfigError("stage 2 fine-tunes a stage-1 model: give --checkpoint")
+
+    @classmethod
+    def for_stage(cls, stage: int, **overrides) -> "TrainConfig":
+        """Stage 1: from scratch at lr 8e-4. Stage 2: from a checkpoint at lr 8e-5 (``train.sh``)."""
+        preset: dict = {"stage": stage}
+        if stage == 2:
+            preset["lr"] = 8e-5
+        preset.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**preset)
+
+    def with_overrides(self, **overrides) -> "TrainConfig":
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def to_dict(self) -> dict:
+        """Plain types only (lists instead of tuples), safe for ``torch.load(weights_only=True)``."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name: f for f in fields(cls)}
+        values = {}
+        for key, value in data.items():
+            if key in known:
+                values[key] = tuple(value) if isinstance(value, list) else value
+        return cls(**values)

@@ -1,0 +1,286 @@
+"""Training data: nnU-Net folders, an offline cache at the model's spacing, and random windows.
+
+The cache resamples each case once onto a canonical RAS grid at the model's spacing with the
+same function inference uses for its window (:func:`sammed.inference.roi.sample_window`: linear,
+zero outside, source pixel type kept), and labels with nearest neighbour on the same grid. A
+training window is then an integer crop of that grid, normalised with the inference function
+:func:`~sammed.inference.roi.zscore_foreground`, so what the model sees in training is what it
+sees at inference (the official pipeline also resamples the whole volume first, then crops).
+
+Each (case, class) pair with enough voxels is one item with a binary target (the official
+"one binary mask per class" layout, built on the fly from multi-class label maps).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from torch.utils.data import Dataset
+
+from sammed.errors import InvalidImageError, SammedError
+from sammed.inference.roi import CANONICAL_RAS_DIRECTION, RoiGrid, sample_window, zscore_foreground
+from sammed.io import read_image
+from sammed.io.image import Geometry
+from sammed.io.readers import to_sitk
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+CACHE_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+class TrainingDataError(SammedError):
+    """The training folder is missing, empty or inconsistent."""
+
+
+@dataclass(frozen=True)
+class CaseFiles:
+    """One nnU-Net case: ``imagesTr/<id>_0000.<ext>`` and ``labelsTr/<id>.<ext>``."""
+
+    case_id: str
+    image: Path
+    label: Path
+
+
+def _strip_suffix(name: str) -> tuple[str, str] | None:
+    for suffix in IMAGE_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)], suffix
+    return None
+
+
+def find_nnunet_cases(root: str | os.PathLike) -> list[CaseFiles]:
+    """List the cases of an nnU-Net raw folder (first channel ``_0000`` only)."""
+    root = Path(root)
+    images, labels = root / "imagesTr", root / "labelsTr"
+    if not images.is_dir() or not labels.is_dir():
+        raise TrainingDataError(f"{root} is not an nnU-Net dataset folder (needs imagesTr/ and labelsTr/)")
+    label_files = {}
+    for path in labels.iterdir():
+        parsed = _strip_suffix(path.name)
+        if parsed:
+            label_files[parsed[0]] = path
+    cases = []
+    for path in sorted(images.iterdir()):
+        parsed = _strip_suffix(path.name)
+        if not parsed or not parsed[0].endswith("_0000"):
+            continue
+        case_id = parsed[0][: -len("_0000")]
+        if case_id not in label_files:
+            raise TrainingDataError(f"image {path.name} has no label file labelsTr/{case_id}.* in {root}")
+        cases.append(CaseFiles(case_id, path, label_files[case_id]))
+    if not cases:
+        raise TrainingDataError(f"no training cases (imagesTr/*_0000.nii.gz) in {root}")
+    return cases
+
+
+def canonical_grid(geometry: Geometry, spacing_mm: float) -> Geometry:
+    """Canonical RAS grid at ``spacing_mm`` covering the whole field of view of ``geometry``."""
+    size = np.asarray(geometry.size)
+    corners = np.array([[a, b, c] for a in (-0.5, size[0] - 0.5) for b in (-0.5, size[1] - 0.5) for c in (-0.5, size[2] - 0.5)])
+    # In canonical coordinates r = D @ lps, index = (r - r_origin) / spacing with D = diag(-1,-1,1).
+    canonical = geometry.index_to_world(corners, "LPS") @ CANONICAL_RAS_DIRECTION.T
+    low, high = canonical.min(axis=0), canonical.max(axis=0)
+    new_size = np.maximum(np.ceil((high - low) / spacing_mm - 1e-6).astype(int), 1)
+    origin = CANONICAL_RAS_DIRECTION @ (low + spacing_mm / 2)
+    return Geometry(tuple(new_size), (spacing_mm,) * 3, tuple(origin), CANONICAL_RAS_DIRECTION)
+
+
+def resample_labels(source: sitk.Image, grid: Geometry) -> np.ndarray:
+    """Nearest-neighbour label resampling onto ``grid`` (zero outside), as ``[A0, A1, A2]``."""
+    resampled = sitk.Resample(
+        source,
+        list(grid.size),
+        sitk.Transform(),
+        sitk.sitkNearestNeighbor,
+        list(grid.origin),
+        list(grid.spacing),
+        grid.direction.flatten().tolist(),
+        0,
+        sitk.sitkUInt16,
+    )
+    return sitk.GetArrayFromImage(resampled).transpose(2, 1, 0)
+
+
+def _atomic_save_npz(path: Path, **arrays) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _source_stamp(case: CaseFiles) -> list:
+    return [[str(p.name), p.stat().st_size, int(p.stat().st_mtime)] for p in (case.image, case.label)]
+
+
+def build_cache(root: str | os.PathLike, cache_dir: str | os.PathLike, spacing_mm: float, progress=None) -> dict:
+    """Resample every case of ``root`` to ``spacing_mm`` once; return the manifest.
+
+    Cases whose source files and spacing are unchanged are kept. The manifest lists, per case,
+    the voxel count of every label value, so datasets are built without opening the volumes.
+    """
+    cases = find_nnunet_cases(root)
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = cache_dir / MANIFEST
+    old = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    compatible = old.get("version") == CACHE_VERSION and old.get("spacing_mm") == spacing_mm
+    entries = {}
+    for case in cases:
+        previous = old.get("cases", {}).get(case.case_id) if compatible else None
+        target = cache_dir / f"{case.case_id}.npz"
+        if previous and previous["stamp"] == _source_stamp(case) and target.is_file():
+            entries[case.case_id] = previous
+            continue
+        if progress is not None:
+            progress(case.case_id)
+        entries[case.case_id] = _cache_case(case, target, spacing_mm)
+    manifest = {"version": CACHE_VERSION, "spacing_mm": spacing_mm, "cases": entries}
+    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".manifest.", suffix=".json")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(manifest, handle, indent=1)
+    os.replace(tmp, manifest_path)
+    return manifest
+
+
+def _cache_case(case: CaseFiles, target: Path, spacing_mm: float) -> dict:
+    image = read_image(case.image)
+    label = read_image(case.label)
+    if image.ndim != 3 or label.ndim != 3:
+        raise TrainingDataError(f"case {case.case_id}: training needs 3D images and labels")
+    grid = canonical_grid(image.geometry, spacing_mm)
+    window = sample_window(to_sitk(image), RoiGrid(grid))
+    label_array = np.rint(label.array).astype(np.int64)
+    if label_array.min() < 0 or label_array.max() > 65535:
+        raise TrainingDataError(f"case {case.case_id}: label values must lie in 0..65535")
+    labels = resample_labels(to_sitk(label.with_array(label_array.astype(np.uint16))), grid)
+    values, counts = np.unique(labels, return_counts=True)
+    _atomic_save_npz(target, image=window, label=labels, origin=np.asarray(grid.origin), spacing=np.asarray(grid.spacing))
+    return {
+        "stamp": _source_stamp(case),
+        "shape": list(grid.size),
+        "classes": {str(int(v)): int(c) for v, c in zip(values, counts) if v != 0},
+    }
+
+
+@dataclass(frozen=True)
+class Item:
+    case_id: str
+    class_id: int
+
+
+def list_items(manifest: dict, min_voxels: int, classes: set[int] | None = None) -> list[Item]:
+    """(case, class) pairs whose mask has more than ``min_voxels`` voxels at the cache spacing."""
+    items = [
+        Item(case_id, int(value))
+        for case_id, entry in sorted(manifest["cases"].items())
+        for value, count in sorted(entry["classes"].items(), key=lambda kv: int(kv[0]))
+        if count > min_voxels and (classes is None or int(value) in classes)
+    ]
+    if not items:
+        raise TrainingDataError(f"no class mask has more than {min_voxels} voxels; lower --min-voxels")
+    return items
+
+
+def crop_with_padding(volume: np.ndarray, start: np.ndarray, size: int) -> np.ndarray:
+    """``size``^3 block of ``volume`` from ``start`` (may be negative or overhang), zero outside."""
+    out = np.zeros((size,) * 3, dtype=volume.dtype)
+    src, dst = [], []
+    for axis in range(3):
+        lo, hi = start[axis], start[axis] + size
+        s_lo, s_hi = max(lo, 0), min(hi, volume.shape[axis])
+        if s_hi <= s_lo:
+            return out
+        src.append(slice(s_lo, s_hi))
+        dst.append(slice(s_lo - lo, s_hi - lo))
+    out[tuple(dst)] = volume[tuple(src)]
+    return out
+
+
+class WindowDataset(Dataset):
+    """Random ``window``^3 crops around one class mask, with random flips; binary float targets.
+
+    The window is centred on the mask's bounding-box centre (the official CropOrPad) plus a
+    uniform random offset of up to ``max_shift_fraction * window`` voxels per axis.
+    """
+
+    def __init__(
+        self,
+        cache_dir: str | os.PathLike,
+        items: list[Item],
+        window: int,
+        max_shift_fraction: float = 0.25,
+        flip_probability: float = 0.5,
+        max_cached_cases: int = 8,
+    ) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.items = items
+        self.window = window
+        self.max_shift = int(round(max_shift_fraction * window))
+        self.flip_probability = flip_probability
+        self.max_cached_cases = max_cached_cases
+        self._cases: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._seed: int | None = None
+        self._rng = np.random.default_rng(0)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _generator(self) -> np.random.Generator:
+        # A DataLoader worker gets a new torch seed every epoch; derive NumPy's from it.
+        seed = torch.initial_seed()
+        if seed != self._seed:
+            self._seed = seed
+            self._rng = np.random.default_rng(seed % (2**63))
+        return self._rng
+
+    def _case(self, case_id: str) -> tuple[np.ndarray, np.ndarray]:
+        if case_id not in self._cases:
+            if len(self._cases) >= self.max_cached_cases:
+                self._cases.pop(next(iter(self._cases)))
+            with np.load(self.cache_dir / f"{case_id}.npz") as data:
+                self._cases[case_id] = (data["image"], data["label"])
+        return self._cases[case_id]
+
+    def __getitem__(self, index: int) -> dict:
+        rng = self._generator()
+        for _ in range(10):
+            try:
+                return self._sample(self.items[index], rng)
+            except InvalidImageError:  # window without intensities > 0: draw another item
+                index = int(rng.integers(len(self.items)))
+        raise TrainingDataError("could not draw a window with foreground intensities after 10 tries")
+
+    def _sample(self, item: Item, rng: np.random.Generator) -> dict:
+        image, label = self._case(item.case_id)
+        mask = label == item.class_id
+        nonzero = np.argwhere(mask)
+        low, high = nonzero.min(axis=0), nonzero.max(axis=0) + 1
+        centre = (low + high) // 2
+        shift = rng.integers(-self.max_shift, self.max_shift + 1, size=3) if self.max_shift else np.zeros(3, int)
+        start = centre + shift - self.window // 2
+        target = crop_with_padding(mask, start, self.window)
+        if not target.any():  # an offset can miss thin or hollow shapes: fall back to the centre
+            start = centre - self.window // 2
+            target = crop_with_padding(mask, start, self.window)
+        window = crop_with_padding(image, start, self.window)
+        for axis in range(3):
+            if rng.random() < self.flip_probability:
+                window, target = np.flip(window, axis), np.flip(target, axis)
+        tensor = zscore_foreground(np.ascontiguousarray(window))
+        return {
+            "image": tensor[None],
+            "label": torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32))[None],
+            "case_id": item.case_id,
+            "class_id": item.class_id,
+        }

@@ -1,0 +1,189 @@
+"""3D training: data cache and windows, the click loop, checkpoints, and train -> resume -> segment."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sammed.cli import main as sammed_main
+from sammed.io import read_image
+from sammed.io.image import Geometry, Image
+from sammed.io.writers import write_image
+from sammed.models import SamMed3DConfig, build_model, build_sam_med3d
+from sammed.models.checkpoint import read_checkpoint
+from sammed.training import TrainConfig, TrainingConfigError, TrainingDataError, WindowDataset, build_cache
+from sammed.training.checkpointing import plain_scheduler_state, restore_scheduler_state, save_checkpoint
+from sammed.training.dataset import canonical_grid, crop_with_padding, list_items
+from sammed.training.interaction import dice_ce_loss, run_interaction
+from sammed.training.optim import build_optimizer, build_scheduler
+
+LIVER, SPLEEN = 5, 1
+
+
+def make_nnunet(root: Path, image: Image, labels: np.ndarray, case_id: str = "case") -> Path:
+    write_image(image, root / "imagesTr" / f"{case_id}_0000.nii.gz")
+    write_image(image.with_array(labels.astype(np.uint8)), root / "labelsTr" / f"{case_id}.nii.gz")
+    return root
+
+
+@pytest.fixture(scope="module")
+def ct_dataset(tmp_path_factory, data_dir: Path) -> Path:
+    """The bundled-size TotalSegmentator CT with its liver and spleen labels, in nnU-Net layout."""
+    ts = data_dir / "totalsegmentator_examples"
+    image = read_image(ts / "example_ct_sm.nii.gz")
+    seg = read_image(ts / "example_seg.nii.gz").array
+    labels = np.where(np.isin(seg, [LIVER, SPLEEN]), seg, 0)
+    return make_nnunet(tmp_path_factory.mktemp("nnunet"), image, labels, "ct")
+
+
+def test_canonical_grid_covers_the_volume_in_ras_order():
+    flipped = Geometry((10, 20, 5), (1.0, 1.0, 2.0), (3.0, -4.0, 5.0), np.diag([1.0, -1.0, 1.0]))
+    grid = canonical_grid(flipped, 1.5)
+    assert np.allclose(grid.direction, np.diag([-1.0, -1.0, 1.0]))
+    corners = flipped.index_to_world(np.array([[-0.5, -0.5, -0.5], [9.5, 19.5, 4.5]]), "LPS")
+    index = grid.world_to_index(corners, "LPS")
+    assert np.all(index >= -0.5 - 1e-6) and np.all(index <= np.array(grid.size) - 0.5 + 1e-6)
+    assert grid.size == (7, 14, 7)  # ceil(10/1.5), ceil(20/1.5), ceil(10/1.5)
+
+
+def test_crop_with_padding_fills_outside_with_zero():
+    volume = np.arange(27).reshape(3, 3, 3) + 1
+    crop = crop_with_padding(volume, np.array([-1, 1, 2]), 3)
+    assert crop[0].sum() == 0  # the padded first slab
+    assert crop[1, 0, 0] == volume[0, 1, 2] and crop[1, 0, 1] == 0
+
+
+def test_cache_manifest_and_items(ct_dataset, tmp_path):
+    manifest = build_cache(ct_dataset, tmp_path, 1.5)
+    entry = manifest["cases"]["ct"]
+    assert set(entry["classes"]) == {str(LIVER), str(SPLEEN)}
+    # 3 mm -> 1.5 mm: each label voxel becomes about 8 voxels.
+    original = int((read_image(ct_dataset / "labelsTr" / "ct.nii.gz").array == LIVER).sum())
+    assert entry["classes"][str(LIVER)] == pytest.approx(8 * original, rel=0.05)
+    assert [i.class_id for i in list_items(manifest, 0)] == [SPLEEN, LIVER]
+    assert [i.class_id for i in list_items(manifest, 0, {LIVER})] == [LIVER]
+    with pytest.raises(TrainingDataError):
+        list_items(manifest, 10**9)
+    # A second build with unchanged sources keeps the cached file.
+    stamp = (tmp_path / "ct.npz").stat().st_mtime_ns
+    build_cache(ct_dataset, tmp_path, 1.5)
+    assert (tmp_path / "ct.npz").stat().st_mtime_ns == stamp
+
+
+def test_window_dataset_draws_normalised_windows_on_the_label(ct_dataset, tmp_path):
+    manifest = build_cache(ct_dataset, tmp_path, 1.5)
+    dataset = WindowDataset(tmp_path, list_items(manifest, 0, {LIVER}), window=64, flip_probability=0.5)
+    sample = dataset[0]
+    assert sample["image"].shape == (1, 64, 64, 64) and sample["label"].shape == (1, 64, 64, 64)
+    assert sample["label"].sum() > 0 and set(sample["label"].unique().tolist()) <= {0.0, 1.0}
+    image = sample["image"]
+    foreground_mean = image[image > image.min()].mean()  # air maps to the lowest value
+    assert abs(float(foreground_mean)) < 1.5
+    # Without offset and flips the window is the official bounding-box-centred crop.
+    fixed = WindowDataset(tmp_path, list_items(manifest, 0, {LIVER}), window=64, max_shift_fraction=0, flip_probability=0)
+    a, b = fixed[0], fixed[0]
+    assert torch.equal(a["image"], b["image"])
+
+
+def test_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(TrainingDataError, match="nnU-Net"):
+        build_cache(tmp_path / "nope", tmp_path / "cache", 1.5)
+
+
+def test_stage_two_needs_a_checkpoint_and_configs_round_trip():
+    with pytest.raises(TrainingConfigError, match="checkpoint"):
+        TrainConfig.for_stage(2)
+    config = TrainConfig.for_stage(2, init_checkpoint="x.pth", classes=(1, 5))
+    assert config.lr == pytest.approx(8e-5) and config.stage == 2
+    assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+def _small_model() -> torch.nn.Module:
+    config = SamMed3DConfig(img_size=32, patch_size=8, encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2,
+                            encoder_global_attn_indexes=(1,), window_size=2, prompt_embed_dim=48, decoder_heads=4,
+                            decoder_mlp_dim=64)
+    torch.manual_seed(0)
+    return build_sam_med3d(config).train()
+
+
+def test_interaction_feeds_clicks_and_masks_and_trains_both_parts():
+    model = _small_model()
+    image = torch.randn(2, 1, 32, 32, 32)
+    target = torch.zeros(2, 1, 32, 32, 32)
+    target[:, :, 8:20, 10:24, 6:18] = 1
+    calls = []
+    original = model.predict_low_res
+
+    def spy(embedding, coords, labels, mask_input, **kw):
+        calls.append((None if coords is None else coords.shape[1], float(mask_input.abs().sum())))
+        return original(embedding, coords, labels, mask_input, **kw)
+
+    model.predict_low_res = spy
+    result = run_interaction(model, image, target, dice_ce_loss(), num_clicks=5, rng=np.random.RandomState(1),
+                             mask_only_round_range=(2, 3), multi_click=True)
+    # Rounds 0, 1, 3 carry all clicks so far; round 2 (drawn) and the last round are mask-only.
+    assert [c[0] for c in calls] == [1, 2, None, 4, None]
+    assert calls[0][1] == 0 and all(c[1] > 0 for c in calls[1:])  # previous logits fed back
+    assert torch.isfinite(result.loss) and len(result.dice_per_round) == 5
+    result.loss.backward()
+    assert model.image_encoder.patch_embed.proj.weight.grad.abs().sum() > 0
+    assert model.mask_decoder.iou_token.weight.grad is not None
+
+
+def test_optimizer_groups_and_scheduler_state_survive_the_safe_loader(tmp_path):
+    model = _small_model()
+    config = TrainConfig(lr=1e-3, milestones=(2, 4))
+    optimizer = build_optimizer(model, config)
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([1e-3, 1e-4, 1e-4])
+    scheduler = build_scheduler(optimizer, config)
+    for _ in range(3):
+        optimizer.step()
+        scheduler.step()
+    path = save_checkpoint(tmp_path / "s.pth", {"model_state_dict": model.state_dict(),
+                                                "lr_scheduler_state_dict": plain_scheduler_state(scheduler.state_dict())})
+    state = read_checkpoint(path)  # weights_only + allowlist: a Counter would be refused
+    fresh = build_scheduler(build_optimizer(_small_model(), config), config)
+    restore_scheduler_state(fresh, state["lr_scheduler_state_dict"])
+    assert isinstance(fresh.milestones, Counter) and fresh.last_epoch == 3
+    assert fresh.get_last_lr() == pytest.approx(scheduler.get_last_lr())
+
+
+def test_train_resume_and_segment_with_the_result(ct_dataset, tmp_path, data_dir):
+    out = tmp_path / "run"
+    common = ["train", str(ct_dataset), "--out", str(out), "--model", "sam-med3d-tiny", "--batch-size", "1",
+              "--accumulation-steps", "1", "--num-clicks", "2", "--workers", "0", "--min-voxels", "100",
+              "--epochs", "3", "--no-progress", "--seed", "7"]
+    assert sammed_main(common + ["--max-steps", "2"]) == 0
+    first = torch.load(out / "latest.pth", weights_only=True)
+    assert set(first) >= {"model_state_dict", "optimizer_state_dict", "lr_scheduler_state_dict", "epoch"}
+    assert first["epoch"] == 0 and first["step"] == 2
+
+    assert sammed_main(common + ["--max-steps", "4", "--resume"]) == 0
+    second = read_checkpoint(out / "latest.pth")
+    assert second["step"] == 4 and second["epoch"] == 1  # the next epoch (2 items, batch 1)
+    assert second["optimizer_state_dict"]["state"][0]["step"] == 4  # Adam moments carried over
+    changed = [k for k, v in second["model_state_dict"].items() if not torch.equal(v, first["model_state_dict"][k])]
+    assert changed, "resumed training did not update the weights"
+    rows = (out / "metrics.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("epoch,step,loss") and len(rows) == 5
+
+    model = build_model("sam-med3d-tiny", checkpoint=out / "latest.pth")
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, second["model_state_dict"][key])
+    sample = data_dir / "totalsegmentator_examples" / "example_ct_sm.nii.gz"
+    mask_path = tmp_path / "mask.nii.gz"
+    assert sammed_main(["segment", str(sample), "--point", "84,58,20", "--out", str(mask_path),
+                        "--model", "sam-med3d-tiny", "--checkpoint", str(out / "latest.pth")]) == 0
+    mask = read_image(mask_path)
+    assert mask.geometry.same_grid(read_image(sample).geometry)
+
+
+def test_resume_without_a_checkpoint_is_a_one_line_error(ct_dataset, tmp_path, capsys):
+    code = sammed_main(["train", str(ct_dataset), "--out", str(tmp_path / "empty"), "--model", "sam-med3d-tiny", "--resume"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "latest.pth" in err[0]
