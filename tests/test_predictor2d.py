@@ -9,6 +9,8 @@ way each official notebook does. Tolerances are the fixture READMEs' recommended
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -46,12 +48,24 @@ def _call_inputs(record: dict, k: int) -> dict:
     )
 
 
+def load_record(family: str, variant: str) -> dict:
+    return dict(np.load(FAMILIES[family].folder / f"predictor_{variant}.npz"))
+
+
+@functools.lru_cache(maxsize=None)
+def predictor_with_image(family: str, variant: str) -> Predictor2D:
+    """A predictor on the fixture model with the recorded image set (encoded once per test run)."""
+    record = load_record(family, variant)
+    predictor = Predictor2D(recorded_model(family))
+    predictor.set_image(record["image"], str(record["image_format"]))
+    return predictor
+
+
 @pytest.mark.parametrize("family, variant", PREDICTOR_CASES)
 def test_predictor_reproduces_the_official_predictor(family: str, variant: str) -> None:
     folder = FAMILIES[family].folder
-    record = dict(np.load(folder / f"predictor_{variant}.npz"))
-    predictor = Predictor2D(recorded_model(family))
-    predictor.set_image(record["image"], str(record["image_format"]))
+    record = load_record(family, variant)
+    predictor = predictor_with_image(family, variant)
 
     features = predictor.get_image_embedding()
     if "features" in record:
@@ -90,9 +104,8 @@ def test_refinement_mask_prompts_follow_each_family() -> None:
 
 
 def test_several_boxes_give_one_best_mask_each() -> None:
-    record = dict(np.load(FAMILIES["sam-med2d"].folder / "predictor_gray.npz"))
-    predictor = Predictor2D(recorded_model("sam-med2d"))
-    predictor.set_image(record["image"])
+    record = load_record("sam-med2d", "gray")
+    predictor = predictor_with_image("sam-med2d", "gray")
     masks, scores, low_res = predictor.predict(box=record["mb_boxes"], multimask_output=True)
     assert masks.shape == record["mb_masks"].shape and scores.shape == (2, 1)
     logits = predictor.predict(box=record["mb_boxes"], return_logits=True)[0]

@@ -20,6 +20,7 @@ import pytest
 import torch
 from torch import nn
 
+from sammed.errors import CheckpointError
 from sammed.models import build_model, get_model_spec, list_models, load_weights
 from sammed.models.common import LayerNorm2d
 from sammed.models.sam2d import Sam2D, build_sam2d, drop_adapter_weights
@@ -69,18 +70,14 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def fixture_state_dict(family: str) -> dict[str, torch.Tensor]:
-    spec = FAMILIES[family]
-    return synth_weights().make_state_dict(spec.folder / "manifest.tsv", spec.seed)
-
-
 @functools.lru_cache(maxsize=None)
 def recorded_model(family: str) -> Sam2D:
     """The registry model loaded strictly with the fixture weights (cached: also used by
     test_predictor2d)."""
     spec = FAMILIES[family]
     model = build_model(spec.model_name)
-    load_weights(model, fixture_state_dict(family), spec.model_name)
+    state_dict = synth_weights().make_state_dict(spec.folder / "manifest.tsv", spec.seed)
+    load_weights(model, state_dict, spec.model_name)
     return model
 
 
@@ -313,7 +310,7 @@ def test_sam_med2d_attention_geometry() -> None:
 
 
 def test_no_adapter_variant_equals_a_model_built_without_adapters() -> None:
-    state_dict = fixture_state_dict("sam-med2d")
+    state_dict = recorded_model("sam-med2d").state_dict()  # the fixture weights (digest-checked)
     bypassed = build_model("sam-med2d-no-adapter")
     load_weights(bypassed, state_dict, "sam-med2d-no-adapter")  # the released file loads strictly
     lean = build_model("sam-med2d-no-adapter", encoder_adapter=False, bypass_adapters=False)
@@ -374,3 +371,38 @@ def test_registry_entries() -> None:
 def test_unknown_config_override_is_rejected() -> None:
     with pytest.raises(TypeError, match="encoder_adpter"):
         build_sam2d(get_model_spec("sam-med2d").config.with_overrides(encoder_adpter=True))
+
+
+# --- official checkpoint file layouts, through build_model (small overrides keep it fast) -------
+
+SMALL = dict(
+    img_size=64, encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2, encoder_global_attn_indexes=(1,),
+    window_size=3,
+)
+
+
+def _small_state_dict(name: str, **overrides) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    return get_model_spec(name).build(**SMALL, **overrides).state_dict()
+
+
+def test_sam_med2d_file_layout_loads_strictly_into_both_variants(tmp_path: Path) -> None:
+    """sam-med2d_b.pth is {'model': state_dict}; SAM-Med2D* loads the same file."""
+    state_dict = _small_state_dict("sam-med2d")
+    path = tmp_path / "sam-med2d_b.pth"
+    torch.save({"model": state_dict}, path)
+    for name in ("sam-med2d", "sam-med2d-no-adapter"):
+        model = build_model(name, checkpoint=path, **SMALL)
+        loaded = model.state_dict()
+        assert all(torch.equal(loaded[k], v) for k, v in state_dict.items()), name
+    assert model.image_encoder.blocks[0].bypass_adapter
+
+
+def test_sam_bare_state_dict_loads_and_a_sam_file_is_refused_by_sam_med2d(tmp_path: Path) -> None:
+    """sam_vit_b_01ec64.pth is a bare state dict; without adapter keys SAM-Med2D names what is missing."""
+
+    path = tmp_path / "sam_vit_b_01ec64.pth"
+    torch.save(_small_state_dict("sam-vit-b"), path)
+    build_model("sam-vit-b", checkpoint=path, **SMALL)
+    with pytest.raises(CheckpointError, match=r"missing 12 key\(s\): image_encoder\.blocks\.0\.Adapter"):
+        build_model("sam-med2d", checkpoint=path, **SMALL)

@@ -75,9 +75,6 @@ class Sam2D(nn.Module):
     :mod:`sammed.inference.predictor2d` does that with the family's pre/post-processing.
     """
 
-    mask_threshold: float = 0.0
-    image_format: str = "RGB"
-
     def __init__(self, config: Sam2DConfig) -> None:
         super().__init__()
         self.config = config
@@ -108,6 +105,8 @@ class Sam2D(nn.Module):
             transformer_heads=config.decoder_heads,
             transformer_mlp_dim=config.decoder_mlp_dim,
         )
+        # Non-persistent, as in segment-anything (not in the checkpoints); the pipelines normalise
+        # on the CPU in NumPy with the same values, which is what the official predictors do.
         self.register_buffer("pixel_mean", torch.tensor(config.pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(config.pixel_std).view(-1, 1, 1), False)
 

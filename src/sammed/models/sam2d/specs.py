@@ -54,13 +54,16 @@ SPECS = [
         name="sam-med2d",
         family="sam-med2d",
         dims=2,
-        description="SAM-Med2D (ViT-B at 256 with an adapter in every block), points/boxes/masks",
+        description=(
+            "SAM-Med2D (ViT-B at 256 with an adapter in every block), points/boxes/masks; code "
+            "Apache-2.0, the weights' licence is not stated"
+        ),
         config=SAM_MED2D,
         builder=build_sam2d,
         preprocessing=DirectResizePipeline(),
         checkpoint_file="sam-med2d_b.pth",
         source_url=SAM_MED2D_SOURCE,
-        license="Apache-2.0 (code); weights licence not stated",
+        license="not stated",
         sha256=None,  # the file is only on Google Drive / Baidu; no published hash
         citation=SAM_MED2D_CITATION,
         aliases=("sam-med2d-b",),
@@ -78,7 +81,7 @@ SPECS = [
         preprocessing=DirectResizePipeline(),
         checkpoint_file="sam-med2d_b.pth",
         source_url=SAM_MED2D_SOURCE,
-        license="Apache-2.0 (code); weights licence not stated",
+        license="not stated",
         citation=SAM_MED2D_CITATION,
     ),
 ]
