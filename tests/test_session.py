@@ -223,3 +223,50 @@ def test_tight_paste_back_equals_resampling_the_whole_window(direction) -> None:
     tight[region] = mask
     assert full.sum() > 1000
     np.testing.assert_array_equal(tight, full)
+
+
+class BrightnessModel(nn.Module):
+    """Stand-in whose logits are the window's (normalised) intensity: it segments bright voxels.
+
+    Enough to check that a structure longer than one window is followed across windows.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(1))
+        self.config = type("Config", (), {"img_size": 128})()
+        self.prompt_encoder = type("PE", (), {"supports_boxes": False, "get_dense_pe": lambda _: None})()
+        self.low_res_size = 32
+        self.image_encoder = lambda window: F.avg_pool3d(window, 4)
+
+    def predict_low_res(self, embedding, coords, labels, mask_input, boxes=None, image_pe=None):
+        return embedding - 1.0, torch.ones(1, 1)
+
+    def upscale_logits(self, low_res):
+        return F.interpolate(low_res, size=(128, 128, 128), mode="trilinear", align_corners=False)
+
+
+def _tube_image() -> Image:
+    """A bright tube 540 mm long (axis i, 3 mm voxels) in a dim body: longer than two windows."""
+    size = (200, 60, 40)
+    array = np.full(size, 100, dtype=np.int16)
+    array[10:190, 25:35, 15:25] = 1000
+    return Image(array, Geometry(size, (3.0, 3.0, 3.0), (0.0, 0.0, 0.0), np.eye(3)))
+
+
+def test_structures_longer_than_a_window_are_followed() -> None:
+    image = _tube_image()
+    single = Session(BrightnessModel(), image).add_point((100, 30, 20))
+    covered = np.flatnonzero(single.any(axis=(1, 2)))
+    assert covered.max() - covered.min() < 70  # one 192 mm window holds 64 voxels of 3 mm
+
+    session = Session(BrightnessModel(), image, max_windows=6)
+    grown = session.add_point((100, 30, 20))
+    covered = np.flatnonzero(grown.any(axis=(1, 2)))
+    assert covered.min() <= 12 and covered.max() >= 187
+    assert grown[single].all()
+    assert len(session.state().extra_windows) >= 2
+    assert not grown[:, :20].any() and not grown[:, 40:].any()  # no leak into the dim body
+
+    session.undo()
+    assert not session.mask().any()

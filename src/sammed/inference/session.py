@@ -20,7 +20,7 @@ from torch import nn
 
 from sammed.errors import PromptError
 from sammed.inference.precision import autocast, resolve_precision
-from sammed.inference.roi import RoiGrid, paste_window_mask, sample_window, zscore_foreground
+from sammed.inference.roi import RoiGrid, covered_region, paste_window_mask, sample_window, zscore_foreground
 from sammed.io.image import Image
 from sammed.io.readers import to_sitk
 from sammed.io.validation import validate_volume
@@ -44,6 +44,7 @@ class ObjectState:
     region: tuple[slice, ...] | None = None  # bounding box of the mask on the original grid
     region_mask: np.ndarray | None = None  # bool mask on ``region`` (None when empty)
     iou: float | None = None
+    extra_windows: tuple[RoiGrid, ...] = ()  # neighbour windows that extended the object
 
     @property
     def is_empty(self) -> bool:
@@ -81,6 +82,7 @@ class Session:
         image: Image,
         device: str | torch.device | None = None,
         precision: str = "fp32",
+        max_windows: int = 1,
     ) -> None:
         validate_volume(image)
         self.image = image
@@ -102,6 +104,12 @@ class Session:
         self.active_object = 1
         self.timings = SessionTimings()
         self._image_pe: torch.Tensor | None = None
+        if max_windows < 1:
+            raise PromptError(f"max_windows must be at least 1, got {max_windows}")
+        # 1 = one model window per object (the official behaviour); more lets a structure
+        # larger than a window grow into 50%-overlapping neighbours (see _follow_across_windows).
+        self.max_windows = max_windows
+        self._cache_size = max(_EMBEDDING_CACHE_SIZE, max_windows + 2)
 
     # ------------------------------------------------------------------ objects
     @property
@@ -285,9 +293,31 @@ class Session:
             self.timings.encoder += time.perf_counter() - start
             self.timings.encoder_calls += 1
         self._embeddings[key] = (roi, embedding)
-        while len(self._embeddings) > _EMBEDDING_CACHE_SIZE:
+        while len(self._embeddings) > self._cache_size:
             self._embeddings.popitem(last=False)
         return embedding
+
+    def _decode(self, roi: RoiGrid, embedding, clicks, mask_input, box_corners=None):
+        """Prompt encoder + decoder in one window -> (low-res logits, IoU, window logits array)."""
+        coords = labels = None
+        if clicks:
+            index = roi.to_index(np.array([c for c, _ in clicks]))
+            coords = torch.as_tensor(index, dtype=torch.float32, device=self.device)[None]
+            labels = torch.as_tensor([lbl for _, lbl in clicks], dtype=torch.float32, device=self.device)[None]
+        boxes = None
+        if box_corners is not None and self.model.prompt_encoder.supports_boxes:
+            box_index = roi.to_index(box_corners)
+            lo, hi = box_index.min(axis=0), box_index.max(axis=0)
+            boxes = torch.as_tensor(np.concatenate([lo, hi]), dtype=torch.float32, device=self.device)[None]
+        with torch.inference_mode(), autocast(self.precision, self.device):
+            start = time.perf_counter()
+            low_res, iou = self.model.predict_low_res(
+                embedding, coords, labels, mask_input, boxes=boxes, image_pe=self._dense_pe()
+            )
+            low_res = low_res.float()  # fed back as the next mask prompt, kept in float32
+            logits = self.model.upscale_logits(low_res)[0, 0].float().cpu().numpy()
+            self.timings.decoder += time.perf_counter() - start
+        return low_res, float(iou.flatten()[0]), logits
 
     def _predict(self, state: ObjectState, previous: ObjectState) -> ObjectState:
         self.timings = SessionTimings()
@@ -295,28 +325,103 @@ class Session:
         roi = self._plan_roi(state, previous)
         embedding = self._embedding(roi)
         same_window = previous.roi is not None and previous.roi.key() == roi.key()
-        low_res_size = self.model.low_res_size
-        mask_input = previous.low_res if same_window and previous.low_res is not None else torch.zeros(
-            1, 1, low_res_size, low_res_size, low_res_size, device=self.device
-        )
-        coords = labels = None
-        if state.clicks:
-            index = roi.to_index(np.array([c for c, _ in state.clicks]))
-            coords = torch.as_tensor(index, dtype=torch.float32, device=self.device)[None]
-            labels = torch.as_tensor([lbl for _, lbl in state.clicks], dtype=torch.float32, device=self.device)[None]
-        boxes = None
-        if state.box_corners is not None and self.model.prompt_encoder.supports_boxes:
-            box_index = roi.to_index(state.box_corners)
-            lo, hi = box_index.min(axis=0), box_index.max(axis=0)
-            boxes = torch.as_tensor(np.concatenate([lo, hi]), dtype=torch.float32, device=self.device)[None]
-        with torch.inference_mode(), autocast(self.precision, self.device):
-            decode_start = time.perf_counter()
-            low_res, iou = self.model.predict_low_res(
-                embedding, coords, labels, mask_input, boxes=boxes, image_pe=self._dense_pe()
-            )
-            low_res = low_res.float()  # fed back as the next mask prompt, kept in float32
-            logits = self.model.upscale_logits(low_res)[0, 0].float().cpu().numpy()
-            self.timings.decoder = time.perf_counter() - decode_start
-        region, region_mask = paste_window_mask(logits, roi, self.image.geometry)
+        mask_input = previous.low_res if same_window and previous.low_res is not None else self._zero_mask()
+        low_res, iou, logits = self._decode(roi, embedding, state.clicks, mask_input, state.box_corners)
+        pieces = [paste_window_mask(logits, roi, self.image.geometry)]
+        extra: tuple[RoiGrid, ...] = ()
+        if self.max_windows > 1:
+            extra, more = self._follow_across_windows(roi, logits, low_res)
+            pieces += more
+        region, region_mask = _union(pieces, self.image.shape)
         self.timings.total = time.perf_counter() - start
-        return replace(state, roi=roi, low_res=low_res, region=region, region_mask=region_mask, iou=float(iou.flatten()[0]))
+        return replace(
+            state, roi=roi, low_res=low_res, region=region, region_mask=region_mask, iou=iou, extra_windows=extra
+        )
+
+    def _zero_mask(self) -> torch.Tensor:
+        size = self.model.low_res_size
+        return torch.zeros(1, 1, size, size, size, device=self.device)
+
+    def _follow_across_windows(self, roi: RoiGrid, logits: np.ndarray, low_res: torch.Tensor):
+        """Extend a structure larger than one window with 50%-overlapping neighbour windows.
+
+        Whenever the mask reaches a face of a window and the image continues past it, a window
+        shifted by half its size across that face is encoded and prompted with (a) a positive
+        click at the strongest voxel of the shared half and (b) the parent's low-res logits
+        shifted into the new window, the sliding-window extension the SAM-Med3D paper describes.
+        Masks are merged by union; at most ``max_windows`` windows per object.
+        """
+        half = self.roi_size // 2
+        visited = {roi.key()}
+        frontier = [(roi, logits, low_res)]
+        windows: list[RoiGrid] = []
+        pieces = []
+        while frontier and len(visited) < self.max_windows:
+            parent, parent_logits, parent_low = frontier.pop(0)
+            for axis, side in _touched_faces(parent_logits):
+                if len(visited) >= self.max_windows:
+                    break
+                offset = np.full(3, float(half))
+                offset[axis] += side * half
+                child = RoiGrid.centered_at(
+                    parent.geometry.index_to_world(offset, "LPS"), size=self.roi_size, spacing=self.roi_spacing
+                )
+                if child.key() in visited or covered_region(child, self.image.geometry) is None:
+                    continue
+                visited.add(child.key())
+                shared = [slice(None)] * 3
+                shared[axis] = slice(half, None) if side > 0 else slice(0, half)
+                shared_logits = parent_logits[tuple(shared)]
+                seed = np.unravel_index(np.argmax(shared_logits), shared_logits.shape)
+                if shared_logits[seed] <= 0:
+                    continue
+                seed_index = np.array(seed, dtype=np.float64)
+                seed_index[axis] += half if side > 0 else 0
+                seed_world = tuple(parent.geometry.index_to_world(seed_index, "LPS"))
+                mask_input = _shift_low_res(parent_low, axis, side * parent_low.shape[2 + axis] // 2)
+                child_low, _, child_logits = self._decode(child, self._embedding(child), ((seed_world, 1),), mask_input)
+                pieces.append(paste_window_mask(child_logits, child, self.image.geometry))
+                windows.append(child)
+                frontier.append((child, child_logits, child_low))
+        return tuple(windows), pieces
+
+
+def _touched_faces(logits: np.ndarray, margin: int = 2) -> list[tuple[int, int]]:
+    """(axis, side) of each window face that positive logits reach within ``margin`` voxels."""
+    faces = []
+    for axis in range(3):
+        for side, band in ((-1, slice(0, margin)), (1, slice(-margin, None))):
+            index = [slice(None)] * 3
+            index[axis] = band
+            if np.any(logits[tuple(index)] > 0):
+                faces.append((axis, side))
+    return faces
+
+
+def _shift_low_res(low_res: torch.Tensor, axis: int, cells: int) -> torch.Tensor:
+    """Low-res logits of a window seen from one shifted by ``cells`` along ``axis`` (0 where unseen)."""
+    shifted = torch.zeros_like(low_res)
+    n = low_res.shape[2 + axis]
+    src = [slice(None)] * 5
+    dst = [slice(None)] * 5
+    if cells >= 0:
+        src[2 + axis], dst[2 + axis] = slice(cells, n), slice(0, n - cells)
+    else:
+        src[2 + axis], dst[2 + axis] = slice(0, n + cells), slice(-cells, n)
+    shifted[tuple(dst)] = low_res[tuple(src)]
+    return shifted
+
+
+def _union(pieces, shape) -> tuple[tuple[slice, ...] | None, np.ndarray | None]:
+    """Merge (region, mask) pieces on one grid into one tight (region, mask)."""
+    pieces = [(r, m) for r, m in pieces if r is not None]
+    if not pieces:
+        return None, None
+    if len(pieces) == 1:
+        return pieces[0]
+    low = np.min([[s.start for s in r] for r, _ in pieces], axis=0)
+    high = np.max([[s.stop for s in r] for r, _ in pieces], axis=0)
+    merged = np.zeros(tuple(high - low), dtype=bool)
+    for region, mask in pieces:
+        merged[tuple(slice(s.start - lo, s.stop - lo) for s, lo in zip(region, low))] |= mask
+    return tuple(slice(int(a), int(b)) for a, b in zip(low, high)), merged
