@@ -40,6 +40,9 @@ class ModelSpec:
     sha256: str | None = None
     citation: str | None = None
     aliases: tuple[str, ...] = ()
+    # Maps an official file's state dict onto this entry's modules (e.g. drop adapter weights
+    # for a lean variant); applied before the strict load.
+    adapt_state_dict: Callable[[dict], dict] | None = None
 
     def build(self, **overrides) -> nn.Module:
         config = self.config.with_overrides(**overrides) if overrides else self.config
@@ -85,6 +88,8 @@ def build_model(
     model = spec.build(**overrides)
     if checkpoint is not None:
         state_dict = extract_state_dict(read_checkpoint(checkpoint, trust_checkpoint=trust_checkpoint))
+        if spec.adapt_state_dict is not None:
+            state_dict = spec.adapt_state_dict(state_dict)
         load_weights(model, state_dict, model_name=spec.name)
     model.spec = spec  # type: ignore[attr-defined]  # lets pipelines read preprocessing facts
     return model.eval()
