@@ -311,11 +311,11 @@ def test_sam_med2d_attention_geometry() -> None:
 
 def test_no_adapter_variant_equals_a_model_built_without_adapters() -> None:
     state_dict = recorded_model("sam-med2d").state_dict()  # the fixture weights (digest-checked)
-    bypassed = build_model("sam-med2d-no-adapter")
-    load_weights(bypassed, state_dict, "sam-med2d-no-adapter")  # the released file loads strictly
-    lean = build_model("sam-med2d-no-adapter", encoder_adapter=False, bypass_adapters=False)
+    bypassed = build_model("sam-med2d", bypass_adapters=True)
+    load_weights(bypassed, state_dict, "sam-med2d (adapters bypassed)")
+    lean = build_model("sam-med2d-no-adapter")  # the registry entry holds no adapter weights
     assert len(state_dict) - len(lean.state_dict()) == 72
-    load_weights(lean, drop_adapter_weights(state_dict), "sam-med2d (no adapter modules)")
+    load_weights(lean, get_model_spec("sam-med2d-no-adapter").adapt_state_dict(state_dict), "sam-med2d-no-adapter")
     image = torch.from_numpy(np.load(FAMILIES["sam-med2d"].folder / "image.npz")["input"])
     with torch.no_grad():
         bypassed_embedding = bypassed.encode_image(image)
@@ -365,7 +365,8 @@ def test_registry_entries() -> None:
     med = get_model_spec("sam-med2d")
     assert med.checkpoint_file == "sam-med2d_b.pth" and med.sha256 is None
     assert "nearest" in med.preprocessing.describe() and "BGR" in med.preprocessing.describe()
-    assert get_model_spec("sam-med2d-no-adapter").config.bypass_adapters
+    lean = get_model_spec("sam-med2d-no-adapter")
+    assert not lean.config.encoder_adapter and lean.adapt_state_dict is drop_adapter_weights
 
 
 def test_unknown_config_override_is_rejected() -> None:
@@ -394,8 +395,8 @@ def test_sam_med2d_file_layout_loads_strictly_into_both_variants(tmp_path: Path)
     for name in ("sam-med2d", "sam-med2d-no-adapter"):
         model = build_model(name, checkpoint=path, **SMALL)
         loaded = model.state_dict()
-        assert all(torch.equal(loaded[k], v) for k, v in state_dict.items()), name
-    assert model.image_encoder.blocks[0].bypass_adapter
+        assert all(torch.equal(loaded[k], v) for k, v in drop_adapter_weights(state_dict).items()), name
+    assert not model.image_encoder.blocks[0].has_adapter  # the lean entry drops the adapter weights
 
 
 def test_sam_bare_state_dict_loads_and_a_sam_file_is_refused_by_sam_med2d(tmp_path: Path) -> None:

@@ -101,17 +101,24 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], model
             parts.append(f"unexpected {len(unexpected)} key(s): {_preview(unexpected)}")
         if mis_shaped:
             parts.append(f"wrong shape for {len(mis_shaped)} key(s): {_preview(mis_shaped)}")
-        hint = _variant_hint(model_name, unexpected, missing)
+        hint = _variant_hint(model_name, unexpected, missing, bool(mis_shaped))
         raise CheckpointError(f"checkpoint does not match {model_name}: " + "; ".join(parts) + hint)
     model.load_state_dict(state_dict, strict=True)
 
 
-def _variant_hint(model_name: str, unexpected: list[str], missing: list[str]) -> str:
+def _variant_hint(model_name: str, unexpected: list[str], missing: list[str], mis_shaped: bool = False) -> str:
     box_keys = {"prompt_encoder.point_embeddings.2.weight", "prompt_encoder.point_embeddings.3.weight"}
     if box_keys <= set(unexpected):
         return " (this looks like a CVPR-25 box checkpoint: use model 'sam-med3d-turbo-bbox')"
     if box_keys <= set(missing):
         return " (this looks like a turbo checkpoint without box embeddings: use model 'sam-med3d-turbo')"
+    adapter = ".Adapter."  # SAM-Med2D's per-block adapters
+    if unexpected and all(adapter in k for k in unexpected):
+        return " (this looks like a SAM-Med2D checkpoint with adapters: use model 'sam-med2d' or 'sam-med2d-no-adapter')"
+    if missing and all(adapter in k for k in missing):
+        if mis_shaped:  # no adapters and other sizes: SAM's own 1024 file
+            return " (this looks like an original SAM checkpoint: use model 'sam-vit-b', 'sam-vit-l' or 'sam-vit-h')"
+        return " (this checkpoint has no SAM-Med2D adapters: use model 'sam-med2d-no-adapter')"
     return ""
 
 

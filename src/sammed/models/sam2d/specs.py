@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sammed.models.registry import ModelSpec, register
-from sammed.models.sam2d.model import Sam2DConfig, build_sam2d
+from sammed.models.sam2d.model import Sam2DConfig, build_sam2d, drop_adapter_weights
 from sammed.models.sam2d.pipeline import DirectResizePipeline, LongestSidePipeline
 
 SAM_CITATION = "Kirillov A. et al., Segment Anything, ICCV 2023 (arXiv:2304.02643)"
@@ -73,15 +73,16 @@ SPECS = [
         family="sam-med2d",
         dims=2,
         description=(
-            "SAM-Med2D* of the paper: the released sam-med2d_b.pth with its adapters skipped at run "
-            "time (weights still loaded, so the file loads strictly)"
+            "SAM-Med2D* of the paper: the released sam-med2d_b.pth without its adapters (built "
+            "without them; their 180M weights are dropped on load)"
         ),
-        config=SAM_MED2D.with_overrides(bypass_adapters=True),
+        config=SAM_MED2D.with_overrides(encoder_adapter=False),
         builder=build_sam2d,
         preprocessing=DirectResizePipeline(),
         checkpoint_file="sam-med2d_b.pth",
         source_url=SAM_MED2D_SOURCE,
         license="not stated",
+        adapt_state_dict=drop_adapter_weights,
         citation=SAM_MED2D_CITATION,
     ),
 ]
