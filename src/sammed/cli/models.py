@@ -17,11 +17,14 @@ def register(commands) -> None:
 
 
 def list_models(args: argparse.Namespace) -> int:
+    """One block per model: name, dimensionality, family, licence, then description and source."""
     from sammed.models import REGISTRY
 
-    print(f"{'name':24s} {'dims':4s} {'licence':12s} description")
+    print(f"{'name':22s} {'dims':4s} {'family':10s} licence")
     for name, spec in REGISTRY.items():
-        print(f"{name:24s} {spec.dims}D   {spec.license or '-':12s} {spec.description}")
+        print(f"{name:22s} {spec.dims}D   {spec.family:10s} {spec.license or '-'}")
+        print(f"    {spec.description}")
+        print(f"    source: {spec.source_url or '-'}")
     return 0
 
 

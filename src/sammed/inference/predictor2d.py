@@ -63,7 +63,9 @@ class Predictor2D:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where prompts go: the model's ``device`` if it declares one (ONNX), else its weights'."""
+        device = getattr(self.model, "device", None)
+        return device if isinstance(device, torch.device) else next(self.model.parameters()).device
 
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
         """Encode an (H, W, 3) uint8 image (or (H, W) grey) given in ``image_format`` channel order."""
