@@ -216,7 +216,8 @@ def _voi_display(values: np.ndarray, dataset, source: str) -> np.ndarray:
     lut_items = dataset.get("VOILUTSequence")
     if lut_items and lut_items[0].get("LUTDescriptor") is not None:
         bits = int(lut_items[0].LUTDescriptor[2])
-        return np.clip(apply_voi(values, dataset, 0).astype(np.float64) / (2**bits - 1), 0.0, 1.0)
+        entries = np.rint(values).astype(np.int64)  # a LUT is indexed by (rounded) modality values
+        return np.clip(apply_voi(entries, dataset, 0).astype(np.float64) / (2**bits - 1), 0.0, 1.0)
     center, width = _first_value(dataset.get("WindowCenter")), _first_value(dataset.get("WindowWidth"))
     if center is not None and width is not None and width > 0:
         return window_unit(values, center, width, str(dataset.get("VOILUTFunction", "LINEAR")).upper())
