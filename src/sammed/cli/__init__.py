@@ -16,7 +16,7 @@ from sammed.cli.common import EXIT_USAGE, console
 from sammed.errors import SammedError
 
 # Subcommand modules, in the order --help lists them.
-SUBCOMMANDS = ["sammed.cli.segment", "sammed.cli.models", "sammed.cli.serve", "sammed.cli.eval", "sammed.cli.train"]
+SUBCOMMANDS = ["sammed.cli.segment", "sammed.cli.models", "sammed.cli.serve", "sammed.cli.export", "sammed.cli.eval", "sammed.cli.train"]
 
 
 def build_parser() -> argparse.ArgumentParser:

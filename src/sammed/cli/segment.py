@@ -57,7 +57,9 @@ def register(commands) -> None:
         help="world convention for --world: RAS (NIfTI/Slicer, default) or LPS (DICOM/ITK)",
     )
     segment.add_argument("--out", "-o", required=True, metavar="MASK", help="output mask (.nii.gz, .nii, .nrrd, .mha)")
-    segment.add_argument("--model", "-m", default="sam-med3d-turbo", help="model name (see 'sammed models list')")
+    segment.add_argument(
+        "--model", "-m", default=None, help="model name (see 'sammed models list'; default sam-med3d-turbo)"
+    )
     segment.add_argument("--checkpoint", "-c", metavar="PTH", help="model weights file, e.g. sam_med3d_turbo.pth")
     segment.add_argument(
         "--trust-checkpoint",
@@ -71,6 +73,13 @@ def register(commands) -> None:
         choices=["fp32", "bf16", "fp16", "auto"],
         help="fp32: exact (default); bf16/fp16: fast mode under autocast; auto: bf16 where native",
     )
+    segment.add_argument(
+        "--backend",
+        default="torch",
+        choices=["torch", "onnx"],
+        help="torch: PyTorch with --checkpoint (default); onnx: onnxruntime with files from 'sammed export-onnx'",
+    )
+    segment.add_argument("--onnx-dir", metavar="DIR", help="folder written by 'sammed export-onnx' (with --backend onnx)")
     segment.set_defaults(handler=run_segment)
 
 
@@ -92,14 +101,18 @@ def run_segment(args: argparse.Namespace) -> int:
     space = "world" if args.world else "voxel"
     points = [parse_point(p, space, args.convention) for p in args.point]
     box = parse_box(args.box, space, args.convention) if args.box else None
-    spec = get_model_spec(args.model)
-    if args.checkpoint is None:
+    spec = get_model_spec(args.model or "sam-med3d-turbo")
+    if args.backend == "onnx":
+        _check_onnx_arguments(args)
+    elif args.onnx_dir is not None:
+        raise SammedError("--onnx-dir is only used with --backend onnx")
+    elif args.checkpoint is None:
         where = f" from {spec.source_url}" if spec.source_url else ""
         raise SammedError(
             f"--checkpoint is required: download {spec.checkpoint_file or 'the weights'}{where} "
             "(sammed does not bundle model weights yet)"
         )
-    if args.device == "cuda" and not torch.cuda.is_available():
+    if args.backend == "torch" and args.device == "cuda" and not torch.cuda.is_available():
         raise SammedError("--device cuda requested but no CUDA device is available")
 
     with step(f"reading {args.image}"):
@@ -111,9 +124,13 @@ def run_segment(args: argparse.Namespace) -> int:
     if box is not None:
         box.corners_world_lps(image.geometry)
 
-    with step(f"loading {spec.name} weights"):
-        model = build_model(spec.name, checkpoint=args.checkpoint, trust_checkpoint=args.trust_checkpoint)
-    session = Session(model, image, device=args.device, precision=args.precision)
+    if args.backend == "onnx":
+        with step(f"loading ONNX model from {args.onnx_dir}"):
+            session = Session(_load_onnx_model(args), image)
+    else:
+        with step(f"loading {spec.name} weights"):
+            model = build_model(spec.name, checkpoint=args.checkpoint, trust_checkpoint=args.trust_checkpoint)
+        session = Session(model, image, device=args.device, precision=args.precision)
     if box is not None:
         with step("box prompt (encodes the model window)"):
             session.add_box(box)
@@ -128,3 +145,22 @@ def run_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_onnx_arguments(args: argparse.Namespace) -> None:
+    """--backend onnx takes its model from --onnx-dir; flags meant for PyTorch weights are errors."""
+    if args.onnx_dir is None:
+        raise SammedError("--backend onnx needs --onnx-dir DIR (written by 'sammed export-onnx')")
+    if args.checkpoint is not None:
+        raise SammedError("--checkpoint is not used with --backend onnx: the weights are in the --onnx-dir files")
+    if args.precision != "fp32":
+        raise SammedError("--precision is for the PyTorch backend; the ONNX backend runs the exported float32 graphs")
+
+
+def _load_onnx_model(args: argparse.Namespace):
+    """The exported model, checked against --model when one was given."""
+    from sammed.inference.onnx_backend import OnnxSamMed3D, providers_for_device
+    from sammed.models import get_model_spec
+
+    model = OnnxSamMed3D.from_dir(args.onnx_dir, providers=providers_for_device(args.device))
+    if args.model is not None and model.model_name and get_model_spec(args.model).name != model.model_name:
+        raise SammedError(f"--onnx-dir {args.onnx_dir} holds {model.model_name}, not {args.model}")
+    return model

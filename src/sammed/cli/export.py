@@ -1,0 +1,70 @@
+"""``sammed export-onnx``: write a model's encoder and prompt decoder as ONNX files."""
+
+from __future__ import annotations
+
+import argparse
+
+from sammed.cli.common import console, step
+from sammed.errors import SammedError
+
+_EXPORT_EPILOG = """\
+examples:
+  # SAM-Med3D-turbo -> onnx/encoder.onnx and onnx/decoder.onnx
+  sammed export-onnx --model sam-med3d-turbo --checkpoint sam_med3d_turbo.pth --out onnx/
+
+  # then segment with onnxruntime instead of PyTorch
+  sammed segment ct.nii.gz --point 84,58,20 --out mask.nii.gz --backend onnx --onnx-dir onnx/
+
+The encoder takes the model window (1, 1, 128, 128, 128) and returns the image embedding; the
+decoder takes the embedding, the prompt tokens and the previous low-res mask and returns the
+single-mask low-res logits and the IoU prediction. Both files record the model they came from.
+"""
+
+
+def register(commands) -> None:
+    export = commands.add_parser(
+        "export-onnx",
+        help="export a model to ONNX (image encoder + prompt decoder) for onnxruntime",
+        description="Export a model's image encoder and prompt encoder + mask decoder as two ONNX files.",
+        epilog=_EXPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.add_argument("--model", "-m", default="sam-med3d-turbo", help="model name (see 'sammed models list')")
+    export.add_argument("--checkpoint", "-c", metavar="PTH", help="model weights file (required unless --allow-random-weights)")
+    export.add_argument("--trust-checkpoint", action="store_true", help="allow a checkpoint that needs arbitrary code to unpickle")
+    export.add_argument(
+        "--allow-random-weights",
+        action="store_true",
+        help="export untrained weights without --checkpoint (for testing the tool chain only)",
+    )
+    export.add_argument("--out", "-o", required=True, metavar="DIR", help="folder for encoder.onnx and decoder.onnx")
+    export.add_argument("--opset", type=int, default=None, help="ONNX opset version, 18 to 23 (default 18)")
+    export.set_defaults(handler=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sammed.export.onnx import DEFAULT_OPSET, EXPORTERS, export_model_onnx, require_onnx_exporter
+    from sammed.models import build_model, get_model_spec
+
+    spec = get_model_spec(args.model)
+    if spec.family not in EXPORTERS:
+        raise SammedError(f"ONNX export is not available for {spec.name} ({spec.family}) yet")
+    if args.checkpoint is None and not args.allow_random_weights:
+        raise SammedError("--checkpoint is required (or --allow-random-weights to export untrained weights)")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise SammedError(f"--out {out} exists and is not a folder")
+    opset = DEFAULT_OPSET if args.opset is None else args.opset
+    if not 18 <= opset <= 23:
+        raise SammedError(f"--opset must be between 18 and 23, got {opset}")
+    require_onnx_exporter()
+
+    with step(f"loading {spec.name}" + (" weights" if args.checkpoint else " (random weights)")):
+        model = build_model(spec.name, checkpoint=args.checkpoint, trust_checkpoint=args.trust_checkpoint)
+    with step(f"exporting to {out} (opset {opset})"):
+        paths = export_model_onnx(model, out, opset=opset)
+    for path in paths:
+        console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
