@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sammed.evaluation import EvalSettings, dice, get_protocol, load_dataset
-from sammed.evaluation.protocols.med2d import Med2DProtocol, read_2d
+from sammed.evaluation.protocols.med2d import Med2DProtocol, read_label_2d
 from sammed.evaluation.simulators import med2d_box
 
 LOW_RES = 8
@@ -65,7 +65,7 @@ def test_prompts_sent_to_the_predictor(demo):
     settings = EvalSettings(interactions=3, seed=233, nsd_tolerance_mm=1.0, classes=("liver",))
     result = protocol.run_case(model=None, case=case, settings=settings)
     calls = fakes[0].calls
-    gt = read_2d(dict(case.masks)["liver_000"], "mask") > 0
+    gt = read_label_2d(dict(case.masks)["liver_000"], "mask") > 0
     assert calls[0]["box"].tolist() == list(med2d_box(gt)) and calls[0]["points"] is None
     assert [len(c["points"]) for c in calls[1:]] == [1, 2, 3]  # points accumulate
     assert all(c["multimask"] for c in calls)
@@ -101,7 +101,7 @@ def test_real_predictor_on_demo_list(demo):
     result = protocol.run_case(model, case, settings)
     assert [(r["track"], r["interaction"], r["class_name"]) for r in result.rows] == [
         ("box", 1, "colon"), ("points", 1, "colon"), ("points", 2, "colon")]
-    gt = read_2d(dict(case.masks)["colon_000"], "mask") > 0
+    gt = read_label_2d(dict(case.masks)["colon_000"], "mask") > 0
     assert all(r["gt_voxels"] == gt.sum() and 0.0 <= r["dice"] <= 1.0 for r in result.rows)
     preview = result.previews["colon_000"]
     assert preview.gt.shape == preview.pred.shape == gt.shape

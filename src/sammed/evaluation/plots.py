@@ -73,7 +73,7 @@ def plot_curves(path: Path, rows: Sequence[Mapping[str, Any]], tolerance_mm: flo
         ax.grid(alpha=0.3)
         ax.set_xticks(sorted({int(r["interaction"]) for r in rows}))
     if len(names) * len(tracks) <= MAX_LEGEND:
-        axes[1].legend(fontsize=7, loc="lower right")
+        axes[1].legend(fontsize=7, loc="best")
     fig.suptitle(title)
     _save(fig, path)
     plt.close(fig)

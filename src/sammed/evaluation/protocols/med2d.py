@@ -14,9 +14,10 @@ resolution):
 Differences to ``test.py`` worth knowing: prompts are drawn on the original-resolution mask (the
 predictor path) rather than on the 256-resized one, so boxes and points land on the same anatomy
 without the resize rounding; a seed makes the points reproducible (upstream sets none). Images are
-read as stored (grey PNGs are replicated to three channels). 2D files carry no spacing, so NSD and
-HD95 are in pixels (tolerance ``--nsd-tolerance`` pixels, default 1). ``coords`` are ``x y``
-pixels (a box as ``x0 y0 x1 y1``, max exclusive as upstream).
+read as ``sammed segment`` reads 2D inputs (``read_image_2d``: RGB, grey replicated), masks with
+their stored values. 2D files carry no spacing, so NSD and HD95 are in pixels (tolerance
+``--nsd-tolerance`` pixels, default 1). ``coords`` are ``x y`` pixels (a box as ``x0 y0 x1 y1``,
+max exclusive as upstream).
 """
 
 from __future__ import annotations
@@ -39,12 +40,13 @@ from sammed.evaluation.protocols.base import (
     select_targets,
 )
 from sammed.evaluation.simulators import med2d_box, med2d_first_point, med2d_next_point
+from sammed.io.image2d import read_image_2d
 
 PIXEL_SPACING = (1.0, 1.0)
 
 
-def read_2d(path, what: str) -> np.ndarray:
-    """A 2D image file as an array: (H, W) or (H, W, C)."""
+def read_label_2d(path, what: str) -> np.ndarray:
+    """A 2D mask or label map with its stored values, (H, W) (first channel of a colour file)."""
     import SimpleITK as sitk
 
     try:
@@ -53,23 +55,11 @@ def read_2d(path, what: str) -> np.ndarray:
         raise SammedError(f"cannot read {what} '{path}' as a 2D image") from None
     if array.ndim == 3 and array.shape[0] == 1:
         array = array[0]
-    if array.ndim not in (2, 3):
+    if array.ndim == 3:
+        array = array[..., 0]
+    if array.ndim != 2:
         raise SammedError(f"{what} '{path}' is not a 2D image (shape {array.shape})")
     return array
-
-
-def _rgb_uint8(array: np.ndarray) -> np.ndarray:
-    if array.ndim == 2:
-        array = np.repeat(array[:, :, None], 3, axis=2)
-    if array.shape[2] == 4:
-        array = array[:, :, :3]
-    if array.dtype != np.uint8:
-        raise SammedError(f"2D images must be 8-bit, got {array.dtype}")
-    return np.ascontiguousarray(array)
-
-
-def _mask(array: np.ndarray) -> np.ndarray:
-    return (array[..., 0] if array.ndim == 3 else array) > 0
 
 
 class Med2DProtocol(Protocol):
@@ -95,13 +85,12 @@ class Med2DProtocol(Protocol):
     ) -> list[tuple[Target, np.ndarray]]:
         """(target, GT mask) pairs: one per listed mask, or one per label value of a label map."""
         if case.masks:
-            gts = {key: _mask(read_2d(path, "mask")) for key, path in case.masks}
+            gts = {key: read_label_2d(path, "mask") > 0 for key, path in case.masks}
             names = {key: mask_class_name(key) for key in gts}
             targets = select_targets(list(gts), names, settings.classes)
             objects = [(t, gts[t.key]) for t in targets]
         else:
-            labels = read_2d(case.label, "label")
-            labels = labels[..., 0] if labels.ndim == 3 else labels
+            labels = read_label_2d(case.label, "label")
             present = [int(v) for v in np.unique(labels) if v != 0]
             objects = [(t, labels == t.key) for t in select_targets(present, case.label_names, settings.classes)]
         for target, gt in objects:
@@ -110,7 +99,7 @@ class Med2DProtocol(Protocol):
         return [(t, gt) for t, gt in objects if gt.any()]
 
     def run_case(self, model: nn.Module, case: EvalCase, settings: EvalSettings) -> CaseResult:
-        image = _rgb_uint8(read_2d(case.image, "image"))
+        image = read_image_2d(case.image).pixels
         predictor = self._predictor(model)
         start = time.perf_counter()
         predictor.set_image(image)
