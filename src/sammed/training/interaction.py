@@ -23,11 +23,15 @@ import torch
 from torch import nn
 
 from sammed.inference.clicks import random_sample_next_click
+from sammed.training.config import TrainingConfigError
 
 
 def dice_ce_loss() -> nn.Module:
     """MONAI ``DiceCELoss(sigmoid=True, squared_pred=True)``: the official loss (BCE for 1 channel)."""
-    from monai.losses import DiceCELoss
+    try:
+        from monai.losses import DiceCELoss
+    except ImportError as exc:
+        raise TrainingConfigError("training needs MONAI: pip install 'sammed[train]'") from exc
 
     return DiceCELoss(sigmoid=True, squared_pred=True, reduction="mean")
 
