@@ -20,7 +20,10 @@ examples:
   # two processes on one machine (gloo on CPU, NCCL with --device cuda)
   torchrun --nproc_per_node 2 -m sammed train data/Dataset001_Liver --out runs/liver --model sam-med3d-tiny
 
-DATA is an nnU-Net raw folder (imagesTr/<case>_0000.nii.gz, labelsTr/<case>.nii.gz); each label
+  # SAM-Med2D adapter fine-tuning (or --model sam-unet-r34) from a SA-Med2D list
+  sammed train data/image2label_train.json --out runs/med2d --model sam-med2d --checkpoint sam-med2d_b.pth
+
+For 3D models, DATA is an nnU-Net raw folder (imagesTr/<case>_0000.nii.gz, labelsTr/<case>.nii.gz); each label
 value of each case becomes one binary target. Cases are resampled once into OUT/cache (or
 --cache) at the model's spacing. Checkpoints (OUT/latest.pth, OUT/best_loss.pth) use the official
 layout and load with 'sammed segment --checkpoint'; OUT/metrics.csv logs every optimizer step.
@@ -65,6 +68,7 @@ def register(commands) -> None:
     train.add_argument("--seed", type=int)
     train.add_argument("--cache", help="preprocessing cache folder (default OUT/cache)")
     train.add_argument("--prepare-only", action="store_true", help="build the cache and stop")
+    train.add_argument("--export", metavar="PTH", help="also write inference-only float16 weights of the result here")
     train.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     train.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to metrics.csv)")
     train.set_defaults(handler=run_train)
@@ -77,10 +81,10 @@ def run_train(args: argparse.Namespace) -> int:
     from sammed.training import TrainConfig, build_cache, train
 
     spec = get_model_spec(args.model)
-    if spec.dims != 3:
-        raise SammedError(f"{spec.name} is a 2D model; 'sammed train' trains 3D SAM-Med3D models only for now")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SammedError("--device cuda requested but no CUDA device is available")
+    if spec.dims == 2:
+        return _run_train_2d(args, spec)
     if args.prepare_only:
         spacing = spec.preprocessing.target_spacing_mm[0] if spec.preprocessing is not None else 1.5
         manifest = build_cache(args.data, args.cache or Path(args.out) / "cache", spacing,
@@ -111,4 +115,25 @@ def run_train(args: argparse.Namespace) -> int:
                     show_progress=not args.no_progress)
     if summary.checkpoint is not None and os.environ.get("RANK", "0") == "0":
         console.print(f"trained {summary.steps} steps in {summary.seconds:.0f} s; checkpoint {summary.checkpoint}")
+        if args.export:
+            from sammed.training.checkpointing import export_weights
+
+            exported = export_weights(summary.checkpoint, args.export, note={"steps": summary.steps, "seconds": round(summary.seconds)})
+            console.print(f"inference weights {exported} ({exported.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def _run_train_2d(args: argparse.Namespace, spec) -> int:
+    """SAM-Med2D / SAM-UNet recipes; DATA is a SA-Med2D ``image2label_train.json``."""
+    from sammed.training.trainer2d import Train2DConfig, train_2d
+
+    options = {
+        "epochs": args.epochs, "max_steps": args.max_steps, "time_limit_minutes": args.time_limit,
+        "batch_size": args.batch_size, "lr": args.lr, "milestones": args.milestones,
+        "num_workers": args.workers, "seed": args.seed, "init_checkpoint": args.checkpoint,
+    }
+    config = Train2DConfig(model=spec.name, **{k: v for k, v in options.items() if v is not None})
+    summary = train_2d(config, args.data, args.out, device=args.device)
+    if summary.checkpoint is not None and os.environ.get("RANK", "0") == "0":
+        console.print(f"trained {summary.batches} batches; checkpoint {summary.checkpoint}")
     return 0

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
-from sammed.models import build_sam_med3d, get_model_spec
+from sammed.models import get_model_spec
 from sammed.models.checkpoint import extract_state_dict, load_weights, read_checkpoint
 from sammed.training.checkpointing import (
     BEST,
@@ -61,7 +61,8 @@ def _build_network(config: TrainConfig, resume_state: dict | None):
     spec = get_model_spec(config.model)
     if spec.dims != 3 or not spec.family.startswith("sam-med3d"):
         raise TrainingConfigError(f"{spec.name} is not a SAM-Med3D model; the 3D trainer cannot train it")
-    model = build_sam_med3d(spec.config)  # random init; weights come from a checkpoint if any
+    # Random init: a builder that loads bundled weights (sammed-demo-3d) skips them on this flag.
+    model = spec.build(extra={**spec.config.extra, "load_bundled_weights": False})
     if resume_state is not None:
         load_weights(model, extract_state_dict(resume_state), model_name=spec.name)
     elif config.init_checkpoint:
