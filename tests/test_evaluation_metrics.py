@@ -136,3 +136,16 @@ def test_mask_metrics_equals_single_metrics(seg_pair):
 def test_bad_input(args, message):
     with pytest.raises(ValueError, match=message):
         hd95(*args)
+
+
+def test_mask_metrics_on_masks_touching_the_border(seg_pair):
+    """Cropping to the union must not change anything when the masks reach the volume edge."""
+    reference, other = seg_pair
+    gt, pred = reference == 5, other == 5
+    gt_edge, pred_edge = gt.copy(), pred.copy()
+    gt_edge[0, 40:60, :] = True  # a slab on the i = 0 face and through every k slice
+    pred_edge[0, 45:65, :] = True
+    row = mask_metrics(pred_edge, gt_edge, (0.7, 1.3, 4.5), 1.0)
+    _, ref_nsd, ref_hd = _reference(gt_edge, pred_edge, (0.7, 1.3, 4.5), 1.0)
+    assert row["nsd"] == pytest.approx(ref_nsd, abs=1e-4) and row["hd95"] == pytest.approx(ref_hd, abs=1e-3)
+    assert row["dice"] == dice(pred_edge, gt_edge)

@@ -159,21 +159,21 @@ class OfficialProtocol(Protocol):
     def _replay(
         self, prepared: list[_Prepared], clicks: int, seed: int, shape: tuple[int, ...]
     ) -> tuple[np.ndarray, dict[Any, Any], dict[Any, float]]:
-        """The official per-case loop with ``num_clicks = clicks``: merged canvas (i, j, k)."""
+        """The official per-case loop with ``num_clicks = clicks``: merged canvas, (i, j, k) view."""
         rng = np.random.RandomState(seed)
-        canvas = np.zeros(shape, dtype=np.int64)
+        canvas = np.zeros(shape[::-1], dtype=np.int32)  # (z, y, x) like the pasted predictions
         newest: dict[Any, Any] = {}
         seconds: dict[Any, float] = {}
         for p in prepared:
             start = time.perf_counter()
             pred_roi, fed = sam_model_infer_official(p.model, p.roi_shape, p.case.roi_label, num_clicks=clicks, rng=rng)
-            pasted = postprocess_official(pred_roi, p.case).transpose(2, 1, 0)
+            pasted = postprocess_official(pred_roi, p.case)
             if pasted.shape != canvas.shape:
                 raise InvalidImageError(
-                    f"image grid {pasted.shape} differs from the label grid {canvas.shape}; "
+                    f"image grid {pasted.shape[::-1]} differs from the label grid {shape}; "
                     "the official protocol needs them identical"
                 )
             canvas[pasted == 1] = p.target.key
             newest[p.target.key] = fed[-1] if fed else None
             seconds[p.target.key] = time.perf_counter() - start + (p.seconds if clicks == 1 else 0.0)
-        return canvas, newest, seconds
+        return canvas.transpose(2, 1, 0), newest, seconds
