@@ -24,7 +24,8 @@ examples:
   sammed eval --model sam-med3d-turbo --checkpoint sam_med3d_turbo.pth \\
       --dataset Dataset001_Liver --protocol sam-med3d-official --clicks 5 --classes 1 2 --out eval/
 
-  # the same sharded over 4 processes (or nodes): one report, identical rows
+  # the same sharded over 4 processes (or nodes): one report, the rows of a 1-process run
+  # with --threads 1 (torchrun gives each process one thread)
   torchrun --nproc_per_node 4 -m sammed eval --model sam-med3d-turbo --checkpoint ... --out eval/
 
   # one image/label pair
@@ -73,6 +74,13 @@ def register(commands) -> None:
         "--nsd-tolerance", type=float, metavar="MM", help="NSD tolerance in mm (default: the protocol's, 1 or 2)"
     )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run the model")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="CPU threads per process (default: PyTorch's choice; torchrun sets 1). Float sums depend on it, "
+        "so rows are bit-identical only between runs with the same threads per process",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run_eval)
 
@@ -116,6 +124,8 @@ def _device(choice: str) -> str:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    import torch
+
     from sammed.evaluation import EvalSettings, load_dataset, resolve_protocol, run_evaluation
     from sammed.models import build_model, get_model_spec
 
@@ -137,6 +147,10 @@ def run_eval(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset, label=args.label)
     _check_classes(classes, dict(dataset.label_names))
     device = _device(args.device)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SammedError("--threads must be at least 1")
+        torch.set_num_threads(args.threads)
     tolerance = protocol.default_tolerance_mm if args.nsd_tolerance is None else args.nsd_tolerance
     if not tolerance >= 0:
         raise SammedError("--nsd-tolerance must be a number of mm >= 0")
@@ -145,7 +159,7 @@ def run_eval(args: argparse.Namespace) -> int:
     with step(f"loading {spec.name} weights") if root else nullcontext():
         model = build_model(spec.name, checkpoint=checkpoint, trust_checkpoint=args.trust_checkpoint).to(device)
     info = {"model": spec.name, "checkpoint_name": checkpoint.name,
-            "checkpoint_sha256": _sha256(checkpoint) if root else None}
+            "checkpoint_sha256": _sha256(checkpoint) if root else None, "threads": torch.get_num_threads()}
     settings = EvalSettings(interactions=clicks, seed=args.seed, nsd_tolerance_mm=tolerance, classes=classes,
                             device=device)
     report = run_evaluation(model, dataset, protocol, settings, args.out, run_info=info,

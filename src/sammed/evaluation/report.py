@@ -198,7 +198,7 @@ def write_summary(
         ("clicks", run.get("clicks")),
         ("seed", run.get("seed")),
         ("NSD tolerance", f"{tolerance} mm"),
-        ("processes", run.get("world_size", 1)),
+        ("processes x threads", f"{run.get('world_size', 1)} x {run.get('threads', '?')}"),
         ("sammed", run.get("sammed_version")),
     ]
     lines += [f"- **{k}**: {v}" for k, v in facts] + [""]
