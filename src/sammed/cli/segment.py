@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from sammed.cli import segment2d
 from sammed.cli.common import console, step
 from sammed.errors import SammedError
 
@@ -30,8 +31,11 @@ def register(commands) -> None:
     segment = commands.add_parser(
         "segment",
         help="segment an image from clicks and/or a box and write the mask",
-        description="Segment one structure of a 3D image (NIfTI, NRRD, MHA or a DICOM folder) from prompts.",
-        epilog=_SEGMENT_EPILOG,
+        description=(
+            "Segment one structure of a 3D image (NIfTI, NRRD, MHA or a DICOM folder) from prompts, "
+            "or of a 2D image (PNG, JPEG, TIFF, 2D DICOM) or a volume slice with a 2D model."
+        ),
+        epilog=_SEGMENT_EPILOG + "\n" + segment2d.EPILOG_2D,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     segment.add_argument("image", help="input image file or DICOM series folder")
@@ -56,7 +60,9 @@ def register(commands) -> None:
         type=str.upper,
         help="world convention for --world: RAS (NIfTI/Slicer, default) or LPS (DICOM/ITK)",
     )
-    segment.add_argument("--out", "-o", required=True, metavar="MASK", help="output mask (.nii.gz, .nii, .nrrd, .mha)")
+    segment.add_argument(
+        "--out", "-o", required=True, metavar="MASK", help="output mask (.nii.gz, .nii, .nrrd, .mha; .png for 2D images)"
+    )
     segment.add_argument(
         "--model", "-m", default=None, help="model name (see 'sammed models list'; default sam-med3d-turbo)"
     )
@@ -80,10 +86,14 @@ def register(commands) -> None:
         help="torch: PyTorch with --checkpoint (default); onnx: onnxruntime with files from 'sammed export-onnx'",
     )
     segment.add_argument("--onnx-dir", metavar="DIR", help="folder written by 'sammed export-onnx' (with --backend onnx)")
+    segment2d.add_arguments(segment)
     segment.set_defaults(handler=run_segment)
 
 
 def run_segment(args: argparse.Namespace) -> int:
+    if segment2d.wants_2d(args):  # SAM, SAM-Med2D, SAM-UNet: pictures and slices
+        return segment2d.run_segment2d(args)
+    segment2d.refuse_2d_arguments(args)
     import numpy as np
     import torch
 
