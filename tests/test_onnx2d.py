@@ -171,3 +171,23 @@ def test_cli_segments_with_the_onnx_backend(exported, tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert code == 2 and "holds sam-med2d, not sam-unet-r34" in err and "Traceback" not in err
     assert not (tmp_path / "other.png").exists()
+
+
+def test_export_onnx_command_then_segment_with_a_2d_entry(monkeypatch, tmp_path, capsys) -> None:
+    """`sammed export-onnx --model NAME` for a 2D entry (here ViT-H's entry shrunk to the small size:
+    the real one is a 2.5 GB export), then `sammed segment --backend onnx` with the folder."""
+    from sammed.models import REGISTRY
+
+    spec = REGISTRY["sam-vit-h"]
+    small = dict(SMALL["sam-vit-b"], encoder_num_heads=2)
+    monkeypatch.setitem(REGISTRY, "sam-vit-h", dataclasses.replace(spec, config=spec.config.with_overrides(**small)))
+    folder = tmp_path / "vit-h"
+    code = main(["export-onnx", "--model", "sam-vit-h", "--allow-random-weights", "--out", str(folder)])
+    assert code == 0, capsys.readouterr().err
+    assert read_onnx_metadata(folder / DECODER_FILE)["model"] == "sam-vit-h"
+    source, out = tmp_path / "picture.png", tmp_path / "mask.png"
+    PILImage.fromarray(picture(2)).save(source)
+    code = main(["segment", str(source), "--point", "30,22", "--out", str(out), "--backend", "onnx",
+                 "--onnx-dir", str(folder)])
+    assert code == 0, capsys.readouterr().err
+    assert np.asarray(PILImage.open(out)).shape == (50, 70)

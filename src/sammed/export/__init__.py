@@ -11,6 +11,7 @@ from sammed.export.onnx import (
     read_onnx_metadata,
 )
 from sammed.export.prompt_decoder import PromptDecoderGraph, layout_prompt_tokens
+from sammed.export import onnx2d as _onnx2d  # noqa: F401, E402  (adds the 2D families to EXPORTERS)
 
 __all__ = [
     "DECODER_FILE",
