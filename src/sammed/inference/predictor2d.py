@@ -6,7 +6,7 @@ that differs between families (resize, normalisation, channel order, which multi
 are kept, binarisation, what a mask prompt is) comes from a *pipeline* object, by default the
 registry entry's ``preprocessing`` (:mod:`sammed.models.sam2d.pipeline`). A new family plugs in
 with its own pipeline plus a model exposing ``encode_image(x)`` and
-``predict_low_res(features, point_coords, point_labels, mask_input, boxes, multimask_output)``.
+``predict_low_res(features, point_coords, point_labels, mask_input, boxes, multimask_output, image_pe)``.
 
 Frames: prompts given to :meth:`predict` are in original-image pixels, (x, y) = (column, row);
 :meth:`predict_torch` takes them already in the model input frame.
@@ -56,6 +56,7 @@ class Predictor2D:
     def reset_image(self) -> None:
         self.features: Any = None
         self.prepared: Any = None
+        self.dense_pe: torch.Tensor | None = None
 
     @property
     def is_image_set(self) -> bool:
@@ -72,7 +73,10 @@ class Predictor2D:
         prepared = self.pipeline.prepare_image(image, image_format)
         with torch.inference_mode():
             features = self.model.encode_image(prepared.input.to(self.device))
-        self.prepared, self.features = prepared, features
+            # Prompt-independent: computed once per image instead of at every prompt.
+            prompt_encoder = getattr(self.model, "prompt_encoder", None)
+            dense_pe = prompt_encoder.get_dense_pe() if prompt_encoder is not None else None
+        self.prepared, self.features, self.dense_pe = prepared, features, dense_pe
 
     def get_image_embedding(self) -> Any:
         self._require_image()
@@ -130,7 +134,13 @@ class Predictor2D:
         self._require_image()
         with torch.inference_mode():
             low_res, iou = self.model.predict_low_res(
-                self.features, point_coords, point_labels, mask_input, boxes=boxes, multimask_output=multimask_output
+                self.features,
+                point_coords,
+                point_labels,
+                mask_input,
+                boxes=boxes,
+                multimask_output=multimask_output,
+                image_pe=self.dense_pe,
             )
             low_res, iou = self.pipeline.select(low_res, iou, multimask_output)
             logits = self.pipeline.logits_to_original(low_res, self.prepared)

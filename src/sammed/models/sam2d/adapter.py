@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sammed.models.sam2d.matmul_conv import conv2d_as_matmul, conv_transpose2d_as_matmul
+
 ADAPTER_NORM_EPS = 1e-5
 
 
@@ -40,5 +42,8 @@ class Adapter(nn.Module):
         x = x.permute(0, 3, 1, 2)
         batch, channels = x.shape[:2]
         gate = self.channel(self.avg_pool(x).view(batch, channels)).view(batch, channels, 1, 1)
-        x = x + self.spatial(gate * x)
+        down, _, up, _ = self.spatial
+        spatial = torch.relu(conv_transpose2d_as_matmul(up, torch.relu(conv2d_as_matmul(down, gate * x))))
+        x = x + spatial
         return self.norm(x.permute(0, 2, 3, 1))
+

@@ -45,8 +45,12 @@ def add_decomposed_rel_pos(
     ``attn`` is (B, qh*qw, kh*kw); ``q`` (B, qh*qw, C) is the *unscaled* query.
     """
     (qh, qw), (kh, kw) = q_size, k_size
-    table_h = get_rel_pos(qh, kh, rel_pos_h)
-    table_w = get_rel_pos(qw, kw, rel_pos_w)
+    return add_rel_pos_tables(attn, q, get_rel_pos(qh, kh, rel_pos_h), get_rel_pos(qw, kw, rel_pos_w))
+
+
+def add_rel_pos_tables(attn: torch.Tensor, q: torch.Tensor, table_h: torch.Tensor, table_w: torch.Tensor) -> torch.Tensor:
+    """:func:`add_decomposed_rel_pos` with the (qh, kh, C) and (qw, kw, C) tables given."""
+    (qh, kh), (qw, kw) = table_h.shape[:2], table_w.shape[:2]
     batch, _, dim = q.shape
     q_grid = q.reshape(batch, qh, qw, dim)
     rel_h = torch.einsum("bhwc,hkc->bhwk", q_grid, table_h)
@@ -80,16 +84,31 @@ class Attention(nn.Module):
             self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size[1] - 1, head_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, height, width, _ = x.shape
+        return self.proj(self.attend(self.qkv(x)))
+
+    def attend(self, qkv: torch.Tensor, query_size: Size2 | None = None) -> torch.Tensor:
+        """(B, h, w, 3C) output of ``qkv`` -> (B, h, w, C) multi-head attention, before ``proj``.
+
+        With ``query_size`` (hq, wq) only the queries of the top-left hq x wq block are computed
+        (every key still takes part): (B, hq, wq, C), the same numbers as those rows of the full
+        result (windowed blocks use it to skip the padded positions' queries).
+        """
+        batch, height, width, channels3 = qkv.shape
+        heads, channels = self.num_heads, channels3 // 3
+        q_h, q_w = query_size or (height, width)
         tokens = height * width
-        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.reshape(3, batch * self.num_heads, tokens, -1).unbind(0)
+        kv = qkv[..., channels:].reshape(batch, tokens, 2, heads, -1).permute(2, 0, 3, 1, 4)
+        k, v = kv.reshape(2, batch * heads, tokens, -1).unbind(0)
+        q = qkv[:, :q_h, :q_w, :channels].reshape(batch, q_h * q_w, heads, -1).transpose(1, 2)
+        q = q.reshape(batch * heads, q_h * q_w, -1)
         attn = (q * self.scale) @ k.transpose(-2, -1)
         if self.use_rel_pos:
-            attn = add_decomposed_rel_pos(attn, q, self.rel_pos_h, self.rel_pos_w, (height, width), (height, width))
+            table_h = get_rel_pos(height, height, self.rel_pos_h)[:q_h]
+            table_w = get_rel_pos(width, width, self.rel_pos_w)[:q_w]
+            attn = add_rel_pos_tables(attn, q, table_h, table_w)
         out = attn.softmax(dim=-1) @ v
-        out = out.view(batch, self.num_heads, height, width, -1).permute(0, 2, 3, 1, 4)
-        return self.proj(out.reshape(batch, height, width, -1))
+        out = out.view(batch, heads, q_h, q_w, -1).permute(0, 2, 3, 1, 4)
+        return out.reshape(batch, q_h, q_w, -1)
 
 
 def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, Size2]:
@@ -102,6 +121,27 @@ def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, Size2]
     x = x.view(batch, hp // window, window, wp // window, window, channels)
     windows = x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, window, window, channels)
     return windows, (hp, wp)
+
+
+def pad_to_windows(x: torch.Tensor, window: int, fill: torch.Tensor | None) -> torch.Tensor:
+    """Pad (B, h, w, C) at the bottom/right to multiples of ``window`` with the vector ``fill`` (or 0)."""
+    batch, height, width, channels = x.shape
+    pad_h, pad_w = (window - height % window) % window, (window - width % window) % window
+    if not (pad_h or pad_w):
+        return x
+    shape = (batch, height + pad_h, width + pad_w, channels)
+    padded = fill.expand(shape).clone() if fill is not None else x.new_zeros(shape)
+    padded[:, :height, :width] = x
+    return padded
+
+
+def _windows_by_real_size(height: int, width: int, window: int) -> dict[Size2, list[Size2]]:
+    """Top-left corners of the windows tiling an (height, width) grid, keyed by their real size."""
+    groups: dict[Size2, list[Size2]] = {}
+    for r in range(0, height, window):
+        for c in range(0, width, window):
+            groups.setdefault((min(window, height - r), min(window, width - c)), []).append((r, c))
+    return groups
 
 
 def window_unpartition(windows: torch.Tensor, window: int, padded: Size2, size: Size2) -> torch.Tensor:
@@ -149,15 +189,33 @@ class Block(nn.Module):
     def has_adapter(self) -> bool:
         return hasattr(self, "Adapter")
 
+    def windowed_attention(self, x: torch.Tensor) -> torch.Tensor:
+        """The official windowed attention (zero-pad the normed tokens to whole windows, attend in
+        each window, crop), computed without the padded positions' work.
+
+        A zero token's ``qkv`` output is exactly the bias, so ``qkv`` runs on the real tokens and
+        the padding is filled with the bias; the queries of padded positions are cropped away in
+        the official code, so only real queries are computed (against every key of the window,
+        padded ones included, as officially) and ``proj`` runs on the real tokens. Windows are
+        grouped by how many real rows and columns they hold (padding is at the bottom/right, so
+        real queries are always a window's top-left block). At 256 (16x16 tokens padded to 28x28)
+        this does a third of the official projection and attention work.
+        """
+        batch, height, width, _ = x.shape
+        window = self.window_size
+        qkv = pad_to_windows(self.attn.qkv(x), window, self.attn.qkv.bias)
+        out = x.new_empty(batch, height, width, self.attn.proj.in_features)
+        for (q_h, q_w), origins in _windows_by_real_size(height, width, window).items():
+            windows = torch.cat([qkv[:, r : r + window, c : c + window] for r, c in origins])
+            attended = self.attn.attend(windows, (q_h, q_w))
+            for index, (r, c) in enumerate(origins):
+                out[:, r : r + q_h, c : c + q_w] = attended[index * batch : (index + 1) * batch]
+        return self.attn.proj(out)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         x = self.norm1(x)
-        if self.window_size > 0:
-            size = (x.shape[1], x.shape[2])
-            windows, padded = window_partition(x, self.window_size)
-            x = window_unpartition(self.attn(windows), self.window_size, padded, size)
-        else:
-            x = self.attn(x)
+        x = self.windowed_attention(x) if self.window_size > 0 else self.attn(x)
         x = shortcut + x
         normed = self.norm2(x)
         if self.has_adapter and not self.bypass_adapter:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from sammed.models.common import MLP, LayerNorm2d
+from sammed.models.sam2d.matmul_conv import MatmulConvTranspose2d
 from sammed.models.sam3d.transformer import TwoWayTransformer3D
 
 
@@ -50,11 +51,11 @@ class MaskDecoder(nn.Module):
         self.iou_token = nn.Embedding(1, transformer_dim)
         self.num_mask_tokens = num_multimask_outputs + 1
         self.mask_tokens = nn.Embedding(self.num_mask_tokens, transformer_dim)
-        self.output_upscaling = nn.Sequential(
-            nn.ConvTranspose2d(transformer_dim, transformer_dim // 4, kernel_size=2, stride=2),
+        self.output_upscaling = nn.Sequential(  # kernel == stride: run as matmuls (same keys)
+            MatmulConvTranspose2d(transformer_dim, transformer_dim // 4, kernel_size=2, stride=2),
             LayerNorm2d(transformer_dim // 4),
             nn.GELU(),
-            nn.ConvTranspose2d(transformer_dim // 4, transformer_dim // 8, kernel_size=2, stride=2),
+            MatmulConvTranspose2d(transformer_dim // 4, transformer_dim // 8, kernel_size=2, stride=2),
             nn.GELU(),
         )
         self.output_hypernetworks_mlps = nn.ModuleList(

@@ -127,17 +127,19 @@ class Sam2D(nn.Module):
         mask_input: torch.Tensor | None,
         boxes: torch.Tensor | None = None,
         multimask_output: bool = False,
+        image_pe: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt encoder + decoder on a cached embedding -> (low-res logits, IoU predictions).
 
         Prompts are in the model input frame: points (B, N, 2) with labels (B, N), boxes (B, 4),
-        mask_input (B, 1, 4h, 4w).
+        mask_input (B, 1, 4h, 4w). ``image_pe`` is ``prompt_encoder.get_dense_pe()`` when the
+        caller caches it (it depends on the weights only).
         """
         points = None if point_coords is None else (point_coords, point_labels)
         sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
         return self.mask_decoder(
             image_embeddings=features,
-            image_pe=self.prompt_encoder.get_dense_pe(),
+            image_pe=self.prompt_encoder.get_dense_pe() if image_pe is None else image_pe,
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=multimask_output,

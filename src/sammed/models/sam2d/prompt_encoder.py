@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from sammed.models.common import LayerNorm2d
+from sammed.models.sam2d.matmul_conv import MatmulConv2d
 
 Size2 = tuple[int, int]
 
@@ -77,11 +78,11 @@ class PromptEncoder(nn.Module):
         self.point_embeddings = nn.ModuleList(nn.Embedding(1, embed_dim) for _ in range(self.num_point_embeddings))
         self.not_a_point_embed = nn.Embedding(1, embed_dim)
         self.mask_input_size = tuple(4 * s for s in image_embedding_size)
-        self.mask_downscaling = nn.Sequential(
-            nn.Conv2d(1, mask_in_chans // 4, kernel_size=2, stride=2),
+        self.mask_downscaling = nn.Sequential(  # kernel == stride: run as matmuls (same keys)
+            MatmulConv2d(1, mask_in_chans // 4, kernel_size=2, stride=2),
             LayerNorm2d(mask_in_chans // 4),
             nn.GELU(),
-            nn.Conv2d(mask_in_chans // 4, mask_in_chans, kernel_size=2, stride=2),
+            MatmulConv2d(mask_in_chans // 4, mask_in_chans, kernel_size=2, stride=2),
             LayerNorm2d(mask_in_chans),
             nn.GELU(),
             nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),

@@ -145,12 +145,14 @@ class SamUNet(nn.Module):
         mask_input: torch.Tensor | None,
         boxes: torch.Tensor | None = None,
         multimask_output: bool = False,
+        image_pe: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One image's prompts (model input frame) -> ((Bp, 1, 64, 64) logits, (Bp, 1) NaN).
 
         Points (Bp, N, 2) with labels (Bp, N), boxes (Bp, 4), mask_input (Bp, 1, 64, 64) logits.
         SAM-UNet has a single output and no IoU head: ``multimask_output`` is accepted for the
         predictor interface and changes nothing, and the IoU slot is NaN ("not predicted").
+        ``image_pe`` is the cached ``prompt_encoder.get_dense_pe()``, if the caller keeps one.
         """
         del multimask_output
         if features.image_embeddings.shape[0] != 1:
@@ -159,7 +161,7 @@ class SamUNet(nn.Module):
         sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
         low_res = self.mask_decoder(
             image_embeddings=features.image_embeddings,
-            image_pe=self.prompt_encoder.get_dense_pe(),
+            image_pe=self.prompt_encoder.get_dense_pe() if image_pe is None else image_pe,
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multi_scale_feature=features.multi_scale_feature,
