@@ -209,3 +209,15 @@ def test_models_list_and_info(capsys) -> None:
     assert "sam_med3d_turbo.pth" in info and "huggingface.co" in info
     code = main(["models", "info", "nope"])
     assert code == 2 and "unknown model" in capsys.readouterr().err
+
+
+def test_max_windows_flag(capsys, tmp_path, sample_ct, tiny_checkpoint) -> None:
+    out = tmp_path / "grown.nii.gz"
+    code, err = run_cli(capsys, "segment", sample_ct, "-p", "84,58,20", "--max-windows", "3", "-o", out,
+                        "-m", "sam-med3d-tiny", "-c", tiny_checkpoint)
+    assert code == 0, err
+    assert read_image(out).geometry.same_grid(read_image(sample_ct).geometry)
+    code, err = run_cli(capsys, "segment", sample_ct, "-p", "84,58,20", "--max-windows", "0", "-o",
+                        tmp_path / "none.nii.gz", "-m", "sam-med3d-tiny", "-c", tiny_checkpoint)
+    assert_user_error(code, err, "max_windows")
+    assert not (tmp_path / "none.nii.gz").exists()

@@ -86,6 +86,13 @@ def register(commands) -> None:
         help="torch: PyTorch with --checkpoint (default); onnx: onnxruntime with files from 'sammed export-onnx'",
     )
     segment.add_argument("--onnx-dir", metavar="DIR", help="folder written by 'sammed export-onnx' (with --backend onnx)")
+    segment.add_argument(
+        "--max-windows",
+        type=int,
+        default=1,
+        metavar="N",
+        help="let a structure larger than one model window (192 mm) grow into up to N overlapping windows",
+    )
     segment2d.add_arguments(segment)
     segment.set_defaults(handler=run_segment)
 
@@ -136,11 +143,11 @@ def run_segment(args: argparse.Namespace) -> int:
 
     if args.backend == "onnx":
         with step(f"loading ONNX model from {args.onnx_dir}"):
-            session = Session(_load_onnx_model(args), image)
+            session = Session(_load_onnx_model(args), image, max_windows=args.max_windows)
     else:
         with step(f"loading {spec.name} weights"):
             model = build_model(spec.name, checkpoint=args.checkpoint, trust_checkpoint=args.trust_checkpoint)
-        session = Session(model, image, device=args.device, precision=args.precision)
+        session = Session(model, image, device=args.device, precision=args.precision, max_windows=args.max_windows)
     if box is not None:
         with step("box prompt (encodes the model window)"):
             session.add_box(box)
