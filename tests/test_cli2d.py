@@ -111,8 +111,9 @@ def test_each_2d_model_writes_a_png_of_the_picture_size(
     demo = data_dir / "sammed2d_demo_2d"
     source = demo / "images" / f"{DEMO_IMAGE}.png"
     out = tmp_path / "mask.png"
-    code, err = run_cli(capsys, "segment", source, "--model", name, "--box", box_of(demo / "masks" / f"{DEMO_MASK}.png"),
-                        "--out", out, "--checkpoint", checkpoint(name))
+    box = box_of(demo / "masks" / f"{DEMO_MASK}.png")
+    code, err = run_cli(capsys, "segment", source, "--model", name, "--box", box, "--out", out,
+                        "--checkpoint", checkpoint(name))
     assert code == 0, err
     written = np.asarray(PILImage.open(out))
     assert written.shape == (181, 258) and written.dtype == np.uint8

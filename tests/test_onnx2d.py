@@ -82,7 +82,9 @@ PROMPTS = {
     "one click": dict(point_coords=np.array([[30.0, 22.0]]), point_labels=np.array([1])),
     "clicks": dict(point_coords=np.array([[30.0, 22.0], [60.0, 5.0]]), point_labels=np.array([1, 0])),
     "box": dict(box=np.array([12.0, 8.0, 48.0, 37.0])),
-    "click and box": dict(point_coords=np.array([[30.0, 22.0]]), point_labels=np.array([1]), box=np.array([12, 8, 48, 37])),
+    "click and box": dict(
+        point_coords=np.array([[30.0, 22.0]]), point_labels=np.array([1]), box=np.array([12, 8, 48, 37])
+    ),
     "two boxes": dict(box=np.array([[12.0, 8.0, 48.0, 37.0], [0.0, 0.0, 20.0, 20.0]])),
 }
 
@@ -90,7 +92,8 @@ PROMPTS = {
 def assert_same_outputs(torch_out, onnx_out, what: str) -> None:
     for name, a, b in zip(("masks/logits", "scores", "low-res logits"), torch_out, onnx_out):
         assert a.shape == b.shape, f"{what} {name}: {a.shape} vs {b.shape}"
-        torch.testing.assert_close(torch.from_numpy(b), torch.from_numpy(a), equal_nan=True, **VS_TORCH, msg=f"{what} {name}")
+        actual, expected = torch.from_numpy(b), torch.from_numpy(a)
+        torch.testing.assert_close(actual, expected, equal_nan=True, **VS_TORCH, msg=f"{what} {name}")
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -107,15 +110,16 @@ def test_onnxruntime_matches_pytorch_through_the_predictor(exported, name: str) 
 
     for what, prompt in PROMPTS.items():
         for multimask in (True, False):
-            logits = [p.predict(**prompt, multimask_output=multimask, return_logits=True) for p in (torch_predictor, onnx_predictor)]
+            both = (torch_predictor, onnx_predictor)
+            logits = [p.predict(**prompt, multimask_output=multimask, return_logits=True) for p in both]
             assert_same_outputs(*logits, f"{name} {what} multimask={multimask}")
-            masks = [p.predict(**prompt, multimask_output=multimask)[0] for p in (torch_predictor, onnx_predictor)]
+            masks = [p.predict(**prompt, multimask_output=multimask)[0] for p in both]
             near_threshold = np.abs(logits[0][0]) < 1e-4  # SAM-Med2D's sigmoid > 0.5 is logit > 0 too
             assert np.array_equal(masks[0] | near_threshold, masks[1] | near_threshold), what
         # A mask prompt from the previous low-res output, shared by every prompt set.
         low_res = torch_predictor.predict(**prompt)[2]
         previous = torch_predictor.mask_prompt_from(low_res.reshape(-1, *low_res.shape[-2:])[:1])
-        refined = [p.predict(**prompt, mask_input=previous, return_logits=True) for p in (torch_predictor, onnx_predictor)]
+        refined = [p.predict(**prompt, mask_input=previous, return_logits=True) for p in both]
         assert_same_outputs(*refined, f"{name} {what} with a mask prompt")
 
 

@@ -36,7 +36,10 @@ def add_arguments(segment: argparse.ArgumentParser) -> None:
         "--slice", type=int, default=None, metavar="K", help="2D models: segment slice K of a 3D volume"
     )
     segment.add_argument(
-        "--axis", choices=["i", "j", "k"], default="k", help="2D models: the voxel axis --slice counts along (default k)"
+        "--axis",
+        choices=["i", "j", "k"],
+        default="k",
+        help="2D models: the voxel axis --slice counts along (default k)",
     )
 
 

@@ -61,7 +61,9 @@ class OnnxSam2D:
         self.device = torch.device("cpu")  # tensors in and out live on the CPU
 
     @classmethod
-    def from_dir(cls, directory: str | Path, providers: Sequence[str] | None = None, session_options=None) -> "OnnxSam2D":
+    def from_dir(
+        cls, directory: str | Path, providers: Sequence[str] | None = None, session_options=None
+    ) -> "OnnxSam2D":
         """Load ``encoder.onnx`` and ``decoder.onnx`` written by ``sammed export-onnx``."""
         directory = Path(directory)
         if not directory.is_dir():

@@ -359,7 +359,8 @@ def write_png_mask(mask: np.ndarray, path: str | os.PathLike) -> Path:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ImageWriteError(f"cannot write '{target}': cannot create folder '{target.parent}' ({exc.strerror})") from None
+        reason = f"cannot create folder '{target.parent}' ({exc.strerror})"
+        raise ImageWriteError(f"cannot write '{target}': {reason}") from None
     temporary = target.with_name(f".{target.stem}.tmp-{secrets.token_hex(4)}.png")
     try:
         try:

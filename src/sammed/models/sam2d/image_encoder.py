@@ -48,7 +48,9 @@ def add_decomposed_rel_pos(
     return add_rel_pos_tables(attn, q, get_rel_pos(qh, kh, rel_pos_h), get_rel_pos(qw, kw, rel_pos_w))
 
 
-def add_rel_pos_tables(attn: torch.Tensor, q: torch.Tensor, table_h: torch.Tensor, table_w: torch.Tensor) -> torch.Tensor:
+def add_rel_pos_tables(
+    attn: torch.Tensor, q: torch.Tensor, table_h: torch.Tensor, table_w: torch.Tensor
+) -> torch.Tensor:
     """:func:`add_decomposed_rel_pos` with the (qh, kh, C) and (qw, kw, C) tables given."""
     (qh, kh), (qw, kw) = table_h.shape[:2], table_w.shape[:2]
     batch, _, dim = q.shape

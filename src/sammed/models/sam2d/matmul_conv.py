@@ -27,7 +27,8 @@ def conv2d_as_matmul(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
     out_h, out_w = (height + 2 * ph - kh) // sh + 1, (width + 2 * pw - kw) // sw + 1
     if conv.kernel_size == conv.stride and not (ph or pw) and height % kh == 0 and width % kw == 0:
-        patches = x.reshape(batch, -1, out_h, kh, out_w, kw).permute(0, 2, 4, 1, 3, 5).reshape(batch * out_h * out_w, -1)
+        patches = x.reshape(batch, -1, out_h, kh, out_w, kw).permute(0, 2, 4, 1, 3, 5)
+        patches = patches.reshape(batch * out_h * out_w, -1)
         weight = conv.weight.reshape(conv.out_channels, -1).t()
         y = patches @ weight if conv.bias is None else torch.addmm(conv.bias, patches, weight)
         return y.reshape(batch, out_h, out_w, -1).permute(0, 3, 1, 2)
