@@ -3,13 +3,14 @@
 What a user without a network (or without a GPU) would otherwise reach for:
 
 * ``random-walker``: scikit-image's random walker (Grady 2006) in a box around the clicks.
-  Positive clicks seed the object, negative clicks and the box border seed the background. The
-  box extends ``margin_mm`` beyond the clicks and is subsampled to at most ``max_side`` voxels
-  per axis (the solver is slow on full-resolution boxes); the result is mapped back with nearest
-  neighbour.
+  Positive clicks seed the object (3x3x3 voxels each), negative clicks and the box border seed
+  the background. The box extends ``margin_mm`` beyond the clicks and is subsampled to at most
+  ``max_side`` voxels per axis (the solver is slow on full-resolution boxes); the result is
+  mapped back with nearest neighbour.
 * ``region-growing``: SimpleITK's ``ConfidenceConnected`` from the positive clicks (mean +-
   ``multiplier`` std of a small neighbourhood, re-estimated ``iterations`` times); a negative click
-  removes the region grown the same way from it. It cannot use anything else a click says.
+  removes the region grown the same way from it, unless that region holds a positive click (then
+  the two are indistinguishable to the method and the negative click is ignored).
 
 Both expose the part of :class:`sammed.inference.Session` the click protocols use
 (``add_point``/``mask``/``label_map``), and :class:`BaselineClicksProtocol` runs them through the
@@ -102,9 +103,10 @@ class RandomWalker:
         border = np.ones(data.shape, dtype=bool)
         border[tuple(slice(1, -1) if n > 2 else slice(0, 0) for n in data.shape)] = False
         seeds[border] = 2
-        for (voxel, positive) in clicks:
-            index = tuple(int(v) for v in np.clip((np.asarray(voxel) - low) // step, 0, np.array(data.shape) - 1))
-            seeds[index] = 1 if positive else 2
+        for voxel, positive in clicks:  # a 3x3x3 seed per click: a single voxel is almost never hit in 3D
+            centre = np.clip((np.asarray(voxel) - low) // step, 0, np.array(data.shape) - 1)
+            block = tuple(slice(max(c - 1, 0), c + 2) for c in centre)
+            seeds[block] = 1 if positive else 2
         if data.std() == 0:
             return full
         normalised = (data - data.mean()) / data.std()
@@ -143,8 +145,10 @@ class RegionGrowing:
         if not positives:
             return np.zeros(source.GetSize(), dtype=bool)
         mask = self._grow(source, positives)
-        if negatives:
-            mask &= ~self._grow(source, negatives)
+        for negative in negatives:
+            excluded = self._grow(source, [negative])
+            if not any(excluded[p] for p in positives):
+                mask &= ~excluded
         return mask
 
 

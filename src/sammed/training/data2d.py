@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from sammed.evaluation.datasets import EvalCase, load_dataset
 from sammed.models.sam2d.pipeline import DirectResizePipeline, Pipeline2D
 from sammed.models.sam2d.transforms import longest_side_shape, resize_nearest
-from sammed.training.dataset import TrainingDataError
+from sammed.training.dataset import TrainingDataError, WorkerRng
 
 MAX_BOX_NOISE = 5
 
@@ -76,17 +76,10 @@ def random_point(mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray
 class Med2DDataset(Dataset):
     def __init__(self, cases: list[EvalCase], pipeline: Pipeline2D, mask_num: int = 5) -> None:
         self.cases, self.pipeline, self.mask_num = cases, pipeline, mask_num
-        self._seed: int | None = None
-        self._rng = np.random.default_rng(0)
+        self._generator = WorkerRng()
 
     def __len__(self) -> int:
         return len(self.cases)
-
-    def _generator(self) -> np.random.Generator:
-        seed = torch.initial_seed()
-        if seed != self._seed:
-            self._seed, self._rng = seed, np.random.default_rng(seed % (2**63))
-        return self._rng
 
     def __getitem__(self, index: int) -> dict:
         rng = self._generator()

@@ -207,6 +207,20 @@ def crop_with_padding(volume: np.ndarray, start: np.ndarray, size: int) -> np.nd
     return out
 
 
+class WorkerRng:
+    """A NumPy generator per DataLoader worker, seeded from the worker's torch seed (new on each new worker)."""
+
+    def __init__(self) -> None:
+        self._seed: int | None = None
+        self._rng = np.random.default_rng(0)
+
+    def __call__(self) -> np.random.Generator:
+        seed = torch.initial_seed()
+        if seed != self._seed:
+            self._seed, self._rng = seed, np.random.default_rng(seed % (2**63))
+        return self._rng
+
+
 class WindowDataset(Dataset):
     """Random ``window``^3 crops around one class mask, with random flips; binary float targets.
 
@@ -230,19 +244,10 @@ class WindowDataset(Dataset):
         self.flip_probability = flip_probability
         self.max_cached_cases = max_cached_cases
         self._cases: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self._seed: int | None = None
-        self._rng = np.random.default_rng(0)
+        self._generator = WorkerRng()
 
     def __len__(self) -> int:
         return len(self.items)
-
-    def _generator(self) -> np.random.Generator:
-        # A DataLoader worker gets a new torch seed every epoch; derive NumPy's from it.
-        seed = torch.initial_seed()
-        if seed != self._seed:
-            self._seed = seed
-            self._rng = np.random.default_rng(seed % (2**63))
-        return self._rng
 
     def _case(self, case_id: str) -> tuple[np.ndarray, np.ndarray]:
         if case_id not in self._cases:
