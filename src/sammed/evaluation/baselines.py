@@ -19,6 +19,7 @@ Both expose the part of :class:`sammed.inference.Session` the click protocols us
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -110,7 +111,9 @@ class RandomWalker:
         if data.std() == 0:
             return full
         normalised = (data - data.mean()) / data.std()
-        labels = random_walker(normalised, seeds, beta=self.beta, mode="cg_j", spacing=tuple(spacing * step))
+        with warnings.catch_warnings():  # "probability range outside [0, 1]": solver round-off only
+            warnings.simplefilter("ignore", UserWarning)
+            labels = random_walker(normalised, seeds, beta=self.beta, mode="cg_j", spacing=tuple(spacing * step))
         # Nearest-neighbour upsampling of the box result back onto every voxel of the box.
         fine = tuple(np.minimum((np.arange(lo, hi) - lo) // st, n - 1) for lo, hi, st, n in zip(low, high, step, data.shape))
         full[tuple(slice(lo, hi) for lo, hi in zip(low, high))] = (labels == 1)[np.ix_(*fine)]

@@ -5,6 +5,11 @@ smaller configuration: a 64^3 window at 3 mm (192 mm field of view, the same tok
 turbo with 8^3 patches, and windowed attention on 4^3 windows that tile the grid exactly, so no
 padded-window waste). Weights are stored in float16 to keep the package small and are cast to
 float32 when loaded. How it was trained and how well it does: ``MODEL_CARD_sammed-demo-3d.md``.
+
+One deliberate difference from upstream: the point encoding uses the same axis order as the
+dense image encoding. Upstream's sparse and dense encodings disagree by a swap of the first two
+axes (spec §3.3); the released checkpoints learned around it, but a model trained from scratch
+with little compute cannot, and then ignores its clicks.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from sammed.errors import CheckpointError
 from sammed.models.checkpoint import extract_state_dict, load_weights, read_checkpoint
 from sammed.models.registry import ModelSpec, register
 from sammed.models.sam3d.model import SamMed3D, SamMed3DConfig, build_sam_med3d
+from sammed.models.sam3d.prompt_encoder import PromptEncoder3D
 from sammed.models.sam3d.specs import Preprocessing3D
 
 DEMO_MODEL_NAME = "sammed-demo-3d"
@@ -36,10 +42,28 @@ DEMO_CONFIG = SamMed3DConfig(
 DEMO_PREPROCESSING = Preprocessing3D(roi_size=64, target_spacing_mm=(3.0, 3.0, 3.0))
 
 
+# ``config.extra[LOAD_BUNDLED] = False`` builds the bare network (what a trainer starts from).
+LOAD_BUNDLED = "load_bundled_weights"
+
+
+class AlignedPromptEncoder3D(PromptEncoder3D):
+    """Point encodings on the dense encoding's axes: (A0, A1, A2) enter as upstream's (A1, A0, A2)."""
+
+    def _embed_points(self, points, labels, pad: bool):
+        return super()._embed_points(points[..., [1, 0, 2]], labels, pad)
+
+
+def build_demo_network(config: SamMed3DConfig) -> SamMed3D:
+    """Randomly initialised demo architecture (same modules and keys as SAM-Med3D)."""
+    model = build_sam_med3d(config)
+    model.prompt_encoder.__class__ = AlignedPromptEncoder3D
+    return model
+
+
 def build_demo_model(config: SamMed3DConfig) -> SamMed3D:
     """Build the demo network and load the bundled weights (any checkpoint given later replaces them)."""
-    model = build_sam_med3d(config)
-    if config != DEMO_CONFIG:  # architecture overrides: the bundled weights cannot fit
+    model = build_demo_network(config)
+    if config != DEMO_CONFIG or not config.extra.get(LOAD_BUNDLED, True):  # overrides: weights cannot fit
         return model
     if not DEMO_WEIGHTS.is_file():
         raise CheckpointError(f"the bundled weights of {DEMO_MODEL_NAME} are missing: {DEMO_WEIGHTS}")
@@ -54,8 +78,8 @@ DEMO_SPEC = register(
         dims=3,
         description=(
             "sammed's own small SAM-Med3D-architecture model (64^3 window at 3 mm, 8^3 patches, width "
-            "128, depth 4), trained on redistributable data; bundled, works offline. A demo, not a "
-            "clinical tool: see its model card"
+            "128, depth 4), bundled, works offline. A briefly trained placeholder: its masks are not "
+            "usable results (held-out Dice ~0, see its model card)"
         ),
         config=DEMO_CONFIG,
         builder=build_demo_model,
@@ -63,6 +87,7 @@ DEMO_SPEC = register(
         checkpoint_file=DEMO_WEIGHTS.name,
         source_url="bundled with sammed (sammed/data)",
         license="Apache-2.0 (weights); training data licences in the model card",
+        sha256="e88fa5df413b787e8be917345f61fc15ee92b947393b30bebe47b448608654ac",
         citation="sammed model card: sammed/data/MODEL_CARD_sammed-demo-3d.md",
     )
 )

@@ -1,0 +1,54 @@
+"""The bundled sammed-demo-3d model: size, offline loading, and the README's main job."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sammed.cli import main as sammed_main
+from sammed.data import SAMPLE_CT, SAMPLE_CT_LIVER_VOXEL
+from sammed.inference import Session
+from sammed.io import read_image
+from sammed.models import build_model, get_model_spec
+from sammed.models.sam3d.demo_spec import DEMO_MODEL_CARD, DEMO_WEIGHTS
+
+MAX_BYTES = 25 * 1024 * 1024
+
+
+def test_bundled_weights_are_small_and_load_without_a_checkpoint():
+    assert DEMO_WEIGHTS.is_file() and DEMO_WEIGHTS.stat().st_size <= MAX_BYTES
+    assert DEMO_MODEL_CARD.is_file()
+    stored = torch.load(DEMO_WEIGHTS, weights_only=True)["model_state_dict"]
+    assert all(v.dtype == torch.float16 for v in stored.values() if v.is_floating_point())
+    model = build_model("sammed-demo-3d")  # no checkpoint: the bundled weights
+    for key, value in model.state_dict().items():
+        assert value.dtype == torch.float32
+        assert torch.equal(value, stored[key].float()), key
+    spec = get_model_spec("sammed-demo-3d")
+    assert hashlib.sha256(DEMO_WEIGHTS.read_bytes()).hexdigest() == spec.sha256  # card and file go together
+    assert spec.preprocessing.roi_size == model.config.img_size == 64
+    assert spec.preprocessing.target_spacing_mm == (3.0, 3.0, 3.0)
+
+
+def test_session_uses_the_demo_window_and_keeps_the_geometry():
+    image = read_image(SAMPLE_CT)
+    session = Session(build_model("sammed-demo-3d"), image)
+    assert (session.roi_size, session.roi_spacing) == (64, 3.0)
+    mask = session.add_point(SAMPLE_CT_LIVER_VOXEL)
+    assert mask.shape == image.shape and mask.dtype == bool
+    roi = session.state().roi
+    assert roi.size == 64 and roi.geometry.spacing == (3.0, 3.0, 3.0)
+
+
+def test_readme_main_job_with_the_demo_model(tmp_path: Path):
+    out = tmp_path / "liver_mask.nii.gz"
+    point = ",".join(map(str, SAMPLE_CT_LIVER_VOXEL))
+    code = sammed_main(["segment", str(SAMPLE_CT), "--point", point, "--out", str(out),
+                        "--model", "sammed-demo-3d", "--checkpoint", str(DEMO_WEIGHTS)])
+    assert code == 0
+    mask = read_image(out)
+    assert mask.geometry.same_grid(read_image(SAMPLE_CT).geometry)
+    assert set(np.unique(mask.array).tolist()) <= {0, 1}
