@@ -65,3 +65,35 @@ def test_two_process_training_syncs_weights_and_learns(tmp_path: Path, data_dir:
     # Only rank 0 writes checkpoints and the metrics log.
     assert (out / "latest.pth").is_file()
     assert len((out / "metrics.csv").read_text().strip().splitlines()) == STEPS + 1
+
+
+WORKER_2D = textwrap.dedent(
+    """
+    import os, sys
+    import torch
+    from sammed.training.trainer2d import Train2DConfig, train_2d
+
+    tiny = dict(img_size=128, encoder_embed_dim=32, encoder_depth=4, encoder_num_heads=2,
+                encoder_global_attn_indexes=(0, 1, 2, 3), window_size=4, prompt_embed_dim=32, decoder_mlp_dim=64)
+    config = Train2DConfig(model="sam-unet-r34", epochs=2, max_steps=2, batch_size=1, mask_num=2, num_workers=0,
+                           model_overrides=tiny)
+    summary = train_2d(config, sys.argv[1], sys.argv[2])
+    torch.save(summary.model.state_dict(), f"{sys.argv[2]}/rank{os.environ['RANK']}.pt")
+    """
+)
+
+
+def test_two_process_sam_unet_ends_identical_including_batchnorm_statistics(tmp_path: Path, data_dir: Path):
+    worker = tmp_path / "worker2d.py"
+    worker.write_text(WORKER_2D)
+    out = tmp_path / "run2d"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "GLOO_SOCKET_IFNAME": "lo"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(worker),
+               str(data_dir / "sammed2d_demo_2d" / "image2label_train.json"), str(out)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    weights = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert any("running_mean" in k for k in weights[0])
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), f"ranks differ at {key}"
+    assert (out / "latest.pth").is_file()

@@ -34,6 +34,16 @@ class DistributedContext:
         if self.is_distributed:
             dist.barrier()
 
+    def sync_buffers(self, module: torch.nn.Module) -> None:
+        """Copy rank 0's buffers (BatchNorm running statistics) to every rank.
+
+        DDP broadcasts buffers at the start of each forward, so after the last step each rank
+        holds the statistics of its own last batch; this makes all ranks equal to what rank 0 saves.
+        """
+        if self.is_distributed:
+            for buffer in module.buffers():
+                dist.broadcast(buffer.data, src=0)
+
     def all_mean(self, value: float) -> float:
         """Average a scalar over ranks (for logging the same loss on every rank)."""
         if not self.is_distributed:

@@ -164,6 +164,8 @@ def _train_2d(config, spec, data_json: Path, out_dir: Path, context) -> Train2DS
     family = spec.family
     _set_trainable(model, family)
     model = model.to(context.device).train()
+    if context.is_distributed and context.device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # upstream's multi-GPU script (NCCL only)
     if family == "sam-unet":
         model.image_encoder.eval()  # frozen ViT (no dropout/BN there anyway)
     pipeline = pipeline_for(spec.preprocessing, model.config.img_size)
@@ -197,6 +199,7 @@ def _train_2d(config, spec, data_json: Path, out_dir: Path, context) -> Train2DS
                 done = True
                 break
         scheduler.step()
+        context.sync_buffers(model)
         if context.is_main:
             payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                        "lr_scheduler_state_dict": plain_scheduler_state(scheduler.state_dict()),
