@@ -159,10 +159,10 @@ def paste_window_mask(
     every target point more than one window voxel away from all positive voxels has a stencil
     of non-positive voxels. The cost therefore scales with the object, not with the window.
     """
-    positive = np.argwhere(logits > 0)
-    if positive.size == 0:
+    box = bounding_box(logits > 0)
+    if box is None:
         return None, None
-    low, high = positive.min(axis=0), positive.max(axis=0)
+    low, high = box[0], box[1] - 1
     region = covered_region(roi, target, low - 1.0, high + 1.0)
     if region is None:
         return None, None
@@ -170,9 +170,25 @@ def paste_window_mask(
     crop_high = np.minimum(high + 3, np.asarray(logits.shape))
     crop = logits[tuple(slice(a, b) for a, b in zip(crop_low, crop_high))]
     mask = window_logits_to_region(crop, roi, target, region, offset=crop_low) > 0
-    inside = np.argwhere(mask)
-    if inside.size == 0:
+    box = bounding_box(mask)
+    if box is None:
         return None, None
-    tight_low, tight_high = inside.min(axis=0), inside.max(axis=0) + 1
+    tight_low, tight_high = box
     tight = tuple(slice(r.start + a, r.start + b) for r, a, b in zip(region, tight_low, tight_high))
     return tight, mask[tuple(slice(a, b) for a, b in zip(tight_low, tight_high))]
+
+
+def bounding_box(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(low, high) index box, high exclusive, of the True voxels of a 3D mask; None if empty.
+
+    Per-axis projections instead of ``np.argwhere``, which would list every voxel of a large mask.
+    """
+    bounds = []
+    for axis in range(mask.ndim):
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=others))
+        if hits.size == 0:
+            return None
+        bounds.append((hits[0], hits[-1] + 1))
+    low, high = zip(*bounds)
+    return np.array(low), np.array(high)

@@ -218,7 +218,7 @@ class Session:
     def mask(self, object_id: int | None = None) -> np.ndarray:
         """Boolean mask of one object on the original grid."""
         state = self._objects.get(object_id if object_id is not None else self.active_object, ObjectState())
-        full = np.zeros(self.image.shape, dtype=bool)
+        full = np.zeros(self.image.shape, dtype=bool, order="F")  # F order: written without a transpose copy
         if state.region is not None:
             full[state.region] = state.region_mask
         return full
@@ -227,7 +227,7 @@ class Session:
         """All objects as labels (object id) on the original grid; later ids overwrite earlier."""
         ids = self.object_ids
         dtype = np.uint8 if not ids or max(ids) <= 255 else np.uint16
-        labels = np.zeros(self.image.shape, dtype=dtype)
+        labels = np.zeros(self.image.shape, dtype=dtype, order="F")  # F order: written without a transpose copy
         for oid in ids:
             state = self._objects[oid]
             if state.region is not None:
