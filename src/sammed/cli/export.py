@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sammed.cli.common import console, step
+from sammed.cli.common import add_model_arguments, console, step
 from sammed.errors import SammedError
 
 _EXPORT_EPILOG = """\
@@ -29,13 +29,9 @@ def register(commands) -> None:
         epilog=_EXPORT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    export.add_argument("--model", "-m", default="sam-med3d-turbo", help="model name (see 'sammed models list')")
-    export.add_argument("--checkpoint", "-c", metavar="PTH", help="model weights file (required unless --allow-random-weights)")
-    export.add_argument("--trust-checkpoint", action="store_true", help="allow a checkpoint that needs arbitrary code to unpickle")
-    export.add_argument(
-        "--allow-random-weights",
-        action="store_true",
-        help="export untrained weights without --checkpoint (for testing the tool chain only)",
+    add_model_arguments(
+        export,
+        "export untrained weights without --checkpoint (for testing the tool chain only)",
     )
     export.add_argument("--out", "-o", required=True, metavar="DIR", help="folder for encoder.onnx and decoder.onnx")
     export.add_argument("--opset", type=int, default=None, help="ONNX opset version, 18 to 23 (default 18)")

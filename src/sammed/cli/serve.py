@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sammed.cli.common import console
+from sammed.cli.common import add_model_arguments, console
 
 _SERVE_EPILOG = """\
 examples:
@@ -31,13 +31,9 @@ def register(commands) -> None:
         epilog=_SERVE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    serve.add_argument("--model", "-m", default="sam-med3d-turbo", help="model name (see 'sammed models list')")
-    serve.add_argument("--checkpoint", "-c", metavar="PTH", help="model weights file (required unless --allow-random-weights)")
-    serve.add_argument("--trust-checkpoint", action="store_true", help="allow a checkpoint that needs arbitrary code to unpickle")
-    serve.add_argument(
-        "--allow-random-weights",
-        action="store_true",
-        help="start without --checkpoint, with untrained weights (for trying the viewer; masks are meaningless)",
+    add_model_arguments(
+        serve,
+        "start without --checkpoint, with untrained weights (for trying the viewer; masks are meaningless)",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; others need --token)")
     serve.add_argument("--port", type=int, default=8000)
