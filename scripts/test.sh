@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The test suite: creates .venv with the test extras, then runs pytest (slow parity tests included).
+# The test suite: creates .venv with the test extras (and Debian's Chromium for the browser test,
+# when it is missing and apt-get is usable), then runs pytest (slow parity tests included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/install_browser.sh
 bash scripts/setup_venv.sh test
 exec .venv/bin/python -m pytest "$@"
