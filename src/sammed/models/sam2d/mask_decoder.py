@@ -6,10 +6,10 @@ embedding, so the 3D class computes exactly SAM's 2D maths on a (B, C, h, w) inp
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from sammed.models.common import MLP, LayerNorm2d
+from sammed.models.mask_decoding import MaskDecoderBase
 from sammed.models.sam2d.matmul_conv import MatmulConvTranspose2d
 from sammed.models.sam3d.transformer import TwoWayTransformer3D
 
@@ -18,7 +18,7 @@ class TwoWayTransformer(TwoWayTransformer3D):
     """SAM's two-way transformer on a (B, C, h, w) image embedding (same code as the 3D one)."""
 
 
-class MaskDecoder(nn.Module):
+class MaskDecoder(MaskDecoderBase):
     """Predicts (B, M, 4h, 4w) logits; token 0 is the single-mask output, tokens 1..3 multimask.
 
     One image embedding may serve several prompt sets: when its batch differs from the prompt
@@ -62,43 +62,3 @@ class MaskDecoder(nn.Module):
             MLP(transformer_dim, transformer_dim, transformer_dim // 8, 3) for _ in range(self.num_mask_tokens)
         )
         self.iou_prediction_head = MLP(transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth)
-
-    def forward(
-        self,
-        image_embeddings: torch.Tensor,
-        image_pe: torch.Tensor,
-        sparse_prompt_embeddings: torch.Tensor,
-        dense_prompt_embeddings: torch.Tensor,
-        multimask_output: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (B, 3 or 1, 4h, 4w) and raw IoU predictions (B, 3 or 1; no sigmoid)."""
-        masks, iou_pred = self.predict_masks(
-            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
-        )
-        selected = slice(1, None) if multimask_output else slice(0, 1)
-        return masks[:, selected], iou_pred[:, selected]
-
-    def predict_masks(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings):
-        """All mask tokens: logits (B, 4, 4h, 4w) and IoU predictions (B, 4)."""
-        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
-        output_tokens = output_tokens.unsqueeze(0).expand(sparse_prompt_embeddings.size(0), -1, -1)
-        tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)
-        batch = tokens.shape[0]
-        src = image_embeddings
-        if src.shape[0] != batch:
-            src = torch.repeat_interleave(src, batch, dim=0)
-        src = src + dense_prompt_embeddings
-        pos_src = image_pe if image_pe.shape[0] == batch else torch.repeat_interleave(image_pe, batch, dim=0)
-        b, c, h, w = src.shape
-
-        hs, src = self.transformer(src, pos_src, tokens)
-        iou_token_out = hs[:, 0, :]
-        mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
-
-        upscaled = self.output_upscaling(src.transpose(1, 2).view(b, c, h, w))
-        hyper_in = torch.stack(
-            [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
-        )
-        b, c, h, w = upscaled.shape
-        masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
-        return masks, self.iou_prediction_head(iou_token_out)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from sammed.models.common import MLP, LayerNorm3d, PatchConvTranspose3d
+from sammed.models.mask_decoding import MaskDecoderBase
 from sammed.models.sam3d.transformer import TwoWayTransformer3D
 
 
-class MaskDecoder3D(nn.Module):
+class MaskDecoder3D(MaskDecoderBase):
     """Predicts (B, M, 4g, 4g, 4g) logits; token 0 is the single-mask output, 1..3 multimask."""
 
     def __init__(
@@ -42,46 +42,3 @@ class MaskDecoder3D(nn.Module):
             MLP(transformer_dim, transformer_dim, transformer_dim // 8, 3) for _ in range(self.num_mask_tokens)
         )
         self.iou_prediction_head = MLP(transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth)
-
-    def forward(
-        self,
-        image_embeddings: torch.Tensor,
-        image_pe: torch.Tensor,
-        sparse_prompt_embeddings: torch.Tensor,
-        dense_prompt_embeddings: torch.Tensor,
-        multimask_output: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        masks, iou_pred = self.predict_masks(
-            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
-        )
-        selected = slice(1, None) if multimask_output else slice(0, 1)
-        return masks[:, selected], iou_pred[:, selected]
-
-    def predict_masks(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings):
-        """All mask tokens: logits (B, 4, 4g, 4g, 4g) and IoU predictions (B, 4)."""
-        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
-        output_tokens = output_tokens.unsqueeze(0).expand(sparse_prompt_embeddings.size(0), -1, -1)
-        tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)
-        batch = tokens.shape[0]
-
-        # One image embedding may serve several prompt sets (official repeat_interleave path).
-        src = image_embeddings
-        if src.shape[0] != batch:
-            src = torch.repeat_interleave(src, batch, dim=0)
-        src = src + dense_prompt_embeddings
-        pos_src = image_pe
-        if pos_src.shape[0] != batch:
-            pos_src = torch.repeat_interleave(pos_src, batch, dim=0)
-        b, c, g0, g1, g2 = src.shape
-
-        hs, src = self.transformer(src, pos_src, tokens)
-        iou_token_out = hs[:, 0, :]
-        mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
-
-        upscaled = self.output_upscaling(src.transpose(1, 2).view(b, c, g0, g1, g2))
-        hyper_in = torch.stack(
-            [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
-        )
-        b, c, s0, s1, s2 = upscaled.shape
-        masks = (hyper_in @ upscaled.view(b, c, s0 * s1 * s2)).view(b, -1, s0, s1, s2)
-        return masks, self.iou_prediction_head(iou_token_out)
