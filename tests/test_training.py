@@ -96,6 +96,47 @@ def test_window_dataset_draws_normalised_windows_on_the_label(ct_dataset, tmp_pa
     assert abs(float(normalised.mean())) < 1e-4 and abs(float(normalised.std()) - 1.0) < 1e-4
 
 
+def test_window_dataset_adds_the_other_classes_of_the_window_as_targets(ct_dataset, tmp_path):
+    manifest = build_cache(ct_dataset, tmp_path, 3.0)
+    items = list_items(manifest, 0)
+    dataset = WindowDataset(tmp_path, items, window=64, max_shift_fraction=0, flip_probability=0, targets_per_window=4)
+    spleen_item = [i for i, item in enumerate(items) if item.class_id == SPLEEN][0]
+    sample = dataset[spleen_item]
+    label, valid = sample["label"], sample["target_valid"]
+    assert label.shape == (4, 64, 64, 64) and valid.tolist() == [True, True, False, False]
+    with np.load(tmp_path / "ct.npz") as cached:
+        raw_label = cached["label"]
+    spleen = np.argwhere(raw_label == SPLEEN)
+    crop = crop_with_padding(raw_label, (spleen.min(axis=0) + spleen.max(axis=0) + 1) // 2 - 32, 64)
+    # Row 0 is the drawn item, row 1 the only other class in view; padding rows are empty.
+    assert np.array_equal(label[0].numpy() > 0, crop == SPLEEN)
+    assert np.array_equal(label[1].numpy() > 0, crop == LIVER) and (crop == LIVER).sum() >= 64
+    assert label[2:].sum() == 0
+    # One target per window keeps the official single-target shape.
+    single = WindowDataset(tmp_path, items, window=64, max_shift_fraction=0, flip_probability=0)[spleen_item]
+    assert single["label"].shape == (1, 64, 64, 64) and torch.equal(single["label"][0], label[0])
+
+
+def test_slab_augmentation_blanks_everything_outside_a_slab_through_the_target(ct_dataset, tmp_path):
+    window = np.full((40, 40, 40), 7.0, dtype=np.float32)
+    labels = np.zeros((40, 40, 40), dtype=np.uint16)
+    labels[5:35, 10:30, 12:20] = 3
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        image, kept = WindowDataset._keep_slab(window, labels, 3, rng)
+        planes = [np.flatnonzero(image.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+        cut = [axis for axis in range(3) if len(planes[axis]) < 40]
+        assert len(cut) == 1  # one axis is cut, to one contiguous run of 8-32 planes
+        run = planes[cut[0]]
+        assert np.array_equal(run, np.arange(run[0], run[-1] + 1)) and len(run) <= 32
+        assert (kept == 3).any() and np.array_equal(kept > 0, (labels > 0) & (image > 0))
+    # Through the dataset: the target shrinks, the window stays normalised and finite.
+    items = list_items(build_cache(ct_dataset, tmp_path, 3.0), 0, {LIVER})
+    full = WindowDataset(tmp_path, items, window=64, max_shift_fraction=0, flip_probability=0)[0]
+    slabbed = WindowDataset(tmp_path, items, window=64, max_shift_fraction=0, flip_probability=0, slab_probability=1.0)[0]
+    assert 0 < slabbed["label"].sum() < full["label"].sum() and torch.isfinite(slabbed["image"]).all()
+
+
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(TrainingDataError, match="nnU-Net"):
         build_cache(tmp_path / "nope", tmp_path / "cache", 1.5)
@@ -139,6 +180,30 @@ def test_interaction_feeds_clicks_and_masks_and_trains_both_parts():
     result.loss.backward()
     assert model.image_encoder.patch_embed.proj.weight.grad.abs().sum() > 0
     assert model.mask_decoder.iou_token.weight.grad is not None
+
+
+def test_interaction_decodes_every_valid_target_from_one_encoder_pass():
+    model = _small_model()
+    image = torch.randn(2, 1, 32, 32, 32)
+    target = torch.zeros(2, 3, 32, 32, 32)
+    target[:, 0, 8:20, 10:24, 6:18] = 1
+    target[:, 1, 20:30, 2:8, 20:28] = 1
+    valid = torch.tensor([[True, True, False], [True, False, False]])
+    encoder_calls, decoded = [], []
+    model.image_encoder.register_forward_hook(lambda module, args, out: encoder_calls.append(out.shape[0]))
+    original = model.predict_low_res
+
+    def spy(embedding, coords, labels, mask_input, **kw):
+        decoded.append(embedding.shape[0])
+        return original(embedding, coords, labels, mask_input, **kw)
+
+    model.predict_low_res = spy
+    result = run_interaction(model, image, target, dice_ce_loss(), num_clicks=3, rng=np.random.RandomState(0),
+                             mask_only_round_range=(1, 2), target_valid=valid)
+    assert encoder_calls == [2] and decoded == [3, 3, 3]  # 2 windows encoded, 3 targets decoded per round
+    assert result.final_logits.shape == (3, 1, 32, 32, 32)
+    result.loss.backward()
+    assert model.image_encoder.patch_embed.proj.weight.grad.abs().sum() > 0
 
 
 def test_optimizer_groups_and_scheduler_state_survive_the_safe_loader(tmp_path):

@@ -61,6 +61,10 @@ def register(commands) -> None:
     train.add_argument("--milestones", type=_int_list, help="epochs where lr drops 10x, e.g. 120,180")
     train.add_argument("--num-clicks", type=int, help="interaction rounds per sample (default 11)")
     train.add_argument("--newest-click-only", action="store_true", help="feed only the newest click each round (upstream default)")
+    train.add_argument("--targets-per-window", type=int,
+                       help="decode up to this many classes of each window from one encoder pass (default 1, the official recipe)")
+    train.add_argument("--slab-probability", type=float,
+                       help="that often train on a random 8-32 plane slab of the window, as in limited-coverage scans (default 0)")
     train.add_argument("--classes", type=_int_list, metavar="V1,V2", help="label values to train on (default: all)")
     train.add_argument("--min-voxels", type=int, help="skip class masks with at most this many voxels (default 1000)")
     train.add_argument("--workers", type=int, help="data-loader processes per training process (default 2)")
@@ -106,6 +110,8 @@ def run_train(args: argparse.Namespace) -> int:
         num_clicks=args.num_clicks,
         multi_click=False if args.newest_click_only else None,
         min_label_voxels=args.min_voxels,
+        targets_per_window=args.targets_per_window,
+        slab_probability=args.slab_probability,
         classes=args.classes,
         num_workers=args.workers,
         amp=False if args.no_amp else None,

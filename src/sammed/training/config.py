@@ -42,6 +42,8 @@ class TrainConfig:
     classes: tuple[int, ...] | None = None  # label values to train on (None: all)
     max_shift_fraction: float = 0.25  # random window offset, as a fraction of the window size
     flip_probability: float = 0.5  # RandomFlip per axis (the spec's only augmentation)
+    slab_probability: float = 0.0  # >0: keep only a random 8-32 plane slab (limited-coverage scans)
+    targets_per_window: int = 1  # >1: other classes in the window become extra targets of one encoder pass
     seed: int = 2023
     stage: int = 1
     init_checkpoint: str | None = None  # fine-tune from these weights (stage 2, or any checkpoint)
@@ -51,7 +53,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.stage not in (1, 2):
             raise TrainingConfigError(f"stage must be 1 or 2, got {self.stage}")
-        for name in ("epochs", "batch_size", "accumulation_steps", "num_clicks"):
+        for name in ("epochs", "batch_size", "accumulation_steps", "num_clicks", "targets_per_window"):
             if getattr(self, name) < 1:
                 raise TrainingConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:

@@ -226,6 +226,17 @@ class WindowDataset(Dataset):
 
     The window is centred on the mask's bounding-box centre (the official CropOrPad) plus a
     uniform random offset of up to ``max_shift_fraction * window`` voxels per axis.
+
+    ``targets_per_window`` > 1 adds up to that many minus one other classes of the same case that
+    the window shows (at least ``min_extra_target_voxels`` voxels inside it) as further targets
+    of the same image: the trainer encodes the window once and decodes every target from its
+    own clicks. Same image, different clicks, different masks is what teaches a small model to
+    use its prompts; SAM trains on many masks per image for the same reason. ``label`` is then
+    ``(targets_per_window, S, S, S)`` and ``target_valid`` says which rows are real.
+
+    ``slab_probability`` keeps, that often, only a slab of 8-32 planes along a random axis (zero
+    intensity and no labels elsewhere, as outside a scan): limited-coverage scans such as a
+    20-slice series show organs cut by the field of view, which whole-volume crops never do.
     """
 
     def __init__(
@@ -236,6 +247,9 @@ class WindowDataset(Dataset):
         max_shift_fraction: float = 0.25,
         flip_probability: float = 0.5,
         max_cached_cases: int = 8,
+        targets_per_window: int = 1,
+        min_extra_target_voxels: int = 64,
+        slab_probability: float = 0.0,
     ) -> None:
         self.cache_dir = Path(cache_dir)
         self.items = items
@@ -243,6 +257,12 @@ class WindowDataset(Dataset):
         self.max_shift = int(round(max_shift_fraction * window))
         self.flip_probability = flip_probability
         self.max_cached_cases = max_cached_cases
+        self.targets_per_window = targets_per_window
+        self.min_extra_target_voxels = min_extra_target_voxels
+        self.slab_probability = slab_probability
+        self._allowed_classes: dict[str, set[int]] = {}
+        for item in items:
+            self._allowed_classes.setdefault(item.case_id, set()).add(item.class_id)
         self._cases: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._generator = WorkerRng()
 
@@ -274,18 +294,54 @@ class WindowDataset(Dataset):
         centre = (low + high) // 2
         shift = rng.integers(-self.max_shift, self.max_shift + 1, size=3) if self.max_shift else np.zeros(3, int)
         start = centre + shift - self.window // 2
-        target = crop_with_padding(mask, start, self.window)
-        if not target.any():  # an offset can miss thin or hollow shapes: fall back to the centre
+        labels = crop_with_padding(label, start, self.window)
+        if not (labels == item.class_id).any():  # an offset can miss thin or hollow shapes: fall back to the centre
             start = centre - self.window // 2
-            target = crop_with_padding(mask, start, self.window)
+            labels = crop_with_padding(label, start, self.window)
         window = crop_with_padding(image, start, self.window)
+        if self.slab_probability and rng.random() < self.slab_probability:
+            window, labels = self._keep_slab(window, labels, item.class_id, rng)
         for axis in range(3):
             if rng.random() < self.flip_probability:
-                window, target = np.flip(window, axis), np.flip(target, axis)
+                window, labels = np.flip(window, axis), np.flip(labels, axis)
         tensor = zscore_foreground(np.ascontiguousarray(window))
+        classes = [item.class_id] + self._extra_classes(item, labels, rng)
+        targets = np.zeros((self.targets_per_window,) + labels.shape, dtype=np.float32)
+        for row, class_id in enumerate(classes):
+            targets[row] = labels == class_id
+        valid = torch.zeros(self.targets_per_window, dtype=torch.bool)
+        valid[: len(classes)] = True
         return {
             "image": tensor[None],
-            "label": torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32))[None],
+            "label": torch.from_numpy(targets),
+            "target_valid": valid,
             "case_id": item.case_id,
             "class_id": item.class_id,
         }
+
+    @staticmethod
+    def _keep_slab(window: np.ndarray, labels: np.ndarray, class_id: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Blank everything outside a random slab that still cuts through the main target."""
+        axis = int(rng.integers(3))
+        thickness = int(rng.integers(8, 33))
+        inside = np.argwhere(labels == class_id)
+        through = int(inside[rng.integers(len(inside)), axis])
+        first = max(through - int(rng.integers(thickness)), 0)
+        outside = np.ones(window.shape[axis], dtype=bool)
+        outside[first: first + thickness] = False
+        shape = [1, 1, 1]
+        shape[axis] = -1
+        outside = outside.reshape(shape)
+        return np.where(outside, 0, window).astype(window.dtype), np.where(outside, 0, labels).astype(labels.dtype)
+
+    def _extra_classes(self, item: Item, labels: np.ndarray, rng: np.random.Generator) -> list[int]:
+        """Other trainable classes of this case that the window shows well enough, drawn at random."""
+        if self.targets_per_window <= 1:
+            return []
+        values, counts = np.unique(labels, return_counts=True)
+        allowed = self._allowed_classes.get(item.case_id, set())
+        candidates = [int(v) for v, c in zip(values, counts)
+                      if v != 0 and int(v) != item.class_id and int(v) in allowed and c >= self.min_extra_target_voxels]
+        if len(candidates) > self.targets_per_window - 1:
+            candidates = [int(v) for v in rng.choice(candidates, self.targets_per_window - 1, replace=False)]
+        return candidates

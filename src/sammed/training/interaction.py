@@ -75,11 +75,22 @@ def run_interaction(
     rng: np.random.RandomState,
     mask_only_round_range: tuple[int, int] = (2, 9),
     multi_click: bool = True,
+    target_valid: torch.Tensor | None = None,
 ) -> InteractionResult:
-    """Encode ``image`` (B,1,S,S,S) once and run the click rounds; the loss is summed over rounds."""
+    """Encode ``image`` (B,1,S,S,S) once and run the click rounds; the loss is summed over rounds.
+
+    ``target`` is ``(B, K, S, S, S)``: K binary targets per window (K = 1 is the official recipe).
+    Every valid target (``target_valid`` ``(B, K)``, default all) runs its own click session on
+    its window's embedding, so one encoder pass serves K decoder sessions.
+    """
     core = model
     embedding = core.image_encoder(image)
-    batch = image.shape[0]
+    if target_valid is None:
+        target_valid = torch.ones(target.shape[:2], dtype=torch.bool, device=target.device)
+    window_of_target = torch.arange(target.shape[0], device=target.device)[:, None].expand(target.shape[:2])[target_valid]
+    embedding = embedding[window_of_target]
+    target = target[target_valid][:, None]
+    batch = target.shape[0]
     low = core.low_res_size
     mask_input = torch.zeros(batch, 1, low, low, low, device=image.device, dtype=embedding.dtype)
     logits = torch.zeros_like(target)
@@ -122,8 +133,10 @@ class InteractiveTraining(nn.Module):
         self.mask_only_round_range = tuple(mask_only_round_range)
         self.multi_click = multi_click
 
-    def forward(self, image: torch.Tensor, target: torch.Tensor, rng: np.random.RandomState) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor, target: torch.Tensor, rng: np.random.RandomState,
+                target_valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         result = run_interaction(
-            self.model, image, target, self.loss_fn, self.num_clicks, rng, self.mask_only_round_range, self.multi_click
+            self.model, image, target, self.loss_fn, self.num_clicks, rng, self.mask_only_round_range, self.multi_click,
+            target_valid,
         )
         return result.loss, torch.tensor(result.dice_per_round)

@@ -138,7 +138,9 @@ def _train(config, data_dir: Path, out_dir: Path, cache_dir, resume: bool, conte
     context.barrier()
     manifest = json.loads((cache_dir / MANIFEST).read_text())
     items = list_items(manifest, config.min_label_voxels, set(config.classes) if config.classes else None)
-    dataset = WindowDataset(cache_dir, items, window, config.max_shift_fraction, config.flip_probability)
+    dataset = WindowDataset(cache_dir, items, window, config.max_shift_fraction, config.flip_probability,
+                            max_cached_cases=64, targets_per_window=config.targets_per_window,
+                            slab_probability=config.slab_probability)
     if context.is_distributed:
         sampler = DistributedSampler(dataset, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=config.seed)
     else:
@@ -196,10 +198,11 @@ def _train(config, data_dir: Path, out_dir: Path, cache_dir, resume: bool, conte
                 sync_now = micro % config.accumulation_steps == 0
                 image = batch["image"].to(context.device, non_blocking=True)
                 target = batch["label"].to(context.device, non_blocking=True)
+                valid = batch["target_valid"].to(context.device, non_blocking=True)
                 no_sync = module.no_sync() if context.is_distributed and not sync_now else contextlib.nullcontext()
                 with no_sync:
                     with _autocast(context.device, config.amp):
-                        loss, dices = module(image, target, rng)
+                        loss, dices = module(image, target, rng, valid)
                     scaled = loss / config.accumulation_steps
                     (scaler.scale(scaled) if scaler is not None else scaled).backward()
                 per_round = float(loss.detach()) / config.num_clicks
