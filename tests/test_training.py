@@ -137,6 +137,46 @@ def test_slab_augmentation_blanks_everything_outside_a_slab_through_the_target(c
     assert 0 < slabbed["label"].sum() < full["label"].sum() and torch.isfinite(slabbed["image"]).all()
 
 
+def test_click_centred_windows_put_the_first_click_on_the_target_at_the_window_centre(ct_dataset, tmp_path):
+    items = list_items(build_cache(ct_dataset, tmp_path, 3.0), 0, {SPLEEN})
+    dataset = WindowDataset(tmp_path, items, window=64, flip_probability=0.5, centre_on_click=True, targets_per_window=2)
+    seen = set()
+    for _ in range(12):
+        sample = dataset[0]
+        click = sample["first_click"][0]
+        # The click is the window's centre voxel (or its mirror after a flip), on the target.
+        assert set(click.tolist()) <= {31.0, 32.0}
+        i, j, k = click.long().tolist()
+        assert sample["label"][0, i, j, k] == 1
+        assert torch.isnan(sample["first_click"][1]).all()  # extra targets draw their own clicks
+        seen.add(tuple(click.tolist()))
+    assert len(seen) > 1  # flips move it
+
+
+def test_interaction_uses_given_first_clicks_and_draws_the_rest():
+    model = _small_model()
+    image = torch.randn(1, 1, 32, 32, 32)
+    target = torch.zeros(1, 2, 32, 32, 32)
+    target[0, 0, 10:20, 10:20, 10:20] = 1
+    target[0, 1, 22:30, 2:8, 20:28] = 1
+    given = torch.tensor([[[16.0, 16.0, 16.0], [float("nan")] * 3]])
+    seen = []
+    original = model.predict_low_res
+
+    def spy(embedding, coords, labels, mask_input, **kw):
+        if coords is not None:
+            seen.append(coords.clone())
+        return original(embedding, coords, labels, mask_input, **kw)
+
+    model.predict_low_res = spy
+    run_interaction(model, image, target, dice_ce_loss(), num_clicks=2, rng=np.random.RandomState(0),
+                    mask_only_round_range=(0, 0), first_clicks=given)
+    first = seen[0][:, 0]
+    assert first[0].tolist() == [16.0, 16.0, 16.0]
+    i, j, k = first[1].long().tolist()
+    assert target[0, 1, i, j, k] == 1  # drawn on its own target
+
+
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(TrainingDataError, match="nnU-Net"):
         build_cache(tmp_path / "nope", tmp_path / "cache", 1.5)

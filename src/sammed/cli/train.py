@@ -65,6 +65,8 @@ def register(commands) -> None:
                        help="decode up to this many classes of each window from one encoder pass (default 1, the official recipe)")
     train.add_argument("--slab-probability", type=float,
                        help="that often train on a random 8-32 plane slab of the window, as in limited-coverage scans (default 0)")
+    train.add_argument("--centre-on-click", action="store_true",
+                       help="centre each window on its first click, as inference does (default: the official bounding-box centre)")
     train.add_argument("--classes", type=_int_list, metavar="V1,V2", help="label values to train on (default: all)")
     train.add_argument("--min-voxels", type=int, help="skip class masks with at most this many voxels (default 1000)")
     train.add_argument("--workers", type=int, help="data-loader processes per training process (default 2)")
@@ -112,6 +114,7 @@ def run_train(args: argparse.Namespace) -> int:
         min_label_voxels=args.min_voxels,
         targets_per_window=args.targets_per_window,
         slab_probability=args.slab_probability,
+        centre_on_click=True if args.centre_on_click else None,
         classes=args.classes,
         num_workers=args.workers,
         amp=False if args.no_amp else None,

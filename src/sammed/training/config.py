@@ -43,6 +43,7 @@ class TrainConfig:
     max_shift_fraction: float = 0.25  # random window offset, as a fraction of the window size
     flip_probability: float = 0.5  # RandomFlip per axis (the spec's only augmentation)
     slab_probability: float = 0.0  # >0: keep only a random 8-32 plane slab (limited-coverage scans)
+    centre_on_click: bool = False  # window centred on the first click, as inference does (official: bbox centre)
     targets_per_window: int = 1  # >1: other classes in the window become extra targets of one encoder pass
     seed: int = 2023
     stage: int = 1

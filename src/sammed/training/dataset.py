@@ -237,6 +237,11 @@ class WindowDataset(Dataset):
     ``slab_probability`` keeps, that often, only a slab of 8-32 planes along a random axis (zero
     intensity and no labels elsewhere, as outside a scan): limited-coverage scans such as a
     20-slice series show organs cut by the field of view, which whole-volume crops never do.
+
+    ``centre_on_click`` centres the window on a uniform voxel of the target instead, and returns
+    that voxel as the first click (``first_click``; NaN rows: draw as usual). That is how
+    :class:`sammed.inference.Session` builds its window around a user's first click, so the
+    model trains on the inference situation.
     """
 
     def __init__(
@@ -250,6 +255,7 @@ class WindowDataset(Dataset):
         targets_per_window: int = 1,
         min_extra_target_voxels: int = 64,
         slab_probability: float = 0.0,
+        centre_on_click: bool = False,
     ) -> None:
         self.cache_dir = Path(cache_dir)
         self.items = items
@@ -260,6 +266,7 @@ class WindowDataset(Dataset):
         self.targets_per_window = targets_per_window
         self.min_extra_target_voxels = min_extra_target_voxels
         self.slab_probability = slab_probability
+        self.centre_on_click = centre_on_click
         self._allowed_classes: dict[str, set[int]] = {}
         for item in items:
             self._allowed_classes.setdefault(item.case_id, set()).add(item.class_id)
@@ -288,22 +295,23 @@ class WindowDataset(Dataset):
 
     def _sample(self, item: Item, rng: np.random.Generator) -> dict:
         image, label = self._case(item.case_id)
-        mask = label == item.class_id
-        nonzero = np.argwhere(mask)
-        low, high = nonzero.min(axis=0), nonzero.max(axis=0) + 1
-        centre = (low + high) // 2
-        shift = rng.integers(-self.max_shift, self.max_shift + 1, size=3) if self.max_shift else np.zeros(3, int)
-        start = centre + shift - self.window // 2
-        labels = crop_with_padding(label, start, self.window)
-        if not (labels == item.class_id).any():  # an offset can miss thin or hollow shapes: fall back to the centre
-            start = centre - self.window // 2
+        half = self.window // 2
+        if self.centre_on_click:
+            inside = np.argwhere(label == item.class_id)
+            start = inside[rng.integers(len(inside))] - half
+            click: np.ndarray | None = np.full(3, half)
             labels = crop_with_padding(label, start, self.window)
+        else:
+            start, labels = self._bbox_centred_start(label, item.class_id, rng)
+            click = None
         window = crop_with_padding(image, start, self.window)
         if self.slab_probability and rng.random() < self.slab_probability:
-            window, labels = self._keep_slab(window, labels, item.class_id, rng)
+            window, labels = self._keep_slab(window, labels, item.class_id, rng, through=click)
         for axis in range(3):
             if rng.random() < self.flip_probability:
                 window, labels = np.flip(window, axis), np.flip(labels, axis)
+                if click is not None:
+                    click[axis] = self.window - 1 - click[axis]
         tensor = zscore_foreground(np.ascontiguousarray(window))
         classes = [item.class_id] + self._extra_classes(item, labels, rng)
         targets = np.zeros((self.targets_per_window,) + labels.shape, dtype=np.float32)
@@ -311,21 +319,41 @@ class WindowDataset(Dataset):
             targets[row] = labels == class_id
         valid = torch.zeros(self.targets_per_window, dtype=torch.bool)
         valid[: len(classes)] = True
+        first_click = torch.full((self.targets_per_window, 3), float("nan"))
+        if click is not None:
+            first_click[0] = torch.from_numpy(click.astype(np.float32))
         return {
             "image": tensor[None],
             "label": torch.from_numpy(targets),
             "target_valid": valid,
+            "first_click": first_click,
             "case_id": item.case_id,
             "class_id": item.class_id,
         }
 
+    def _bbox_centred_start(self, label: np.ndarray, class_id: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Official window: bounding-box centre plus a random offset (the centre if that misses)."""
+        nonzero = np.argwhere(label == class_id)
+        low, high = nonzero.min(axis=0), nonzero.max(axis=0) + 1
+        centre = (low + high) // 2
+        shift = rng.integers(-self.max_shift, self.max_shift + 1, size=3) if self.max_shift else np.zeros(3, int)
+        start = centre + shift - self.window // 2
+        labels = crop_with_padding(label, start, self.window)
+        if not (labels == class_id).any():  # an offset can miss thin or hollow shapes: fall back to the centre
+            start = centre - self.window // 2
+            labels = crop_with_padding(label, start, self.window)
+        return start, labels
+
     @staticmethod
-    def _keep_slab(window: np.ndarray, labels: np.ndarray, class_id: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Blank everything outside a random slab that still cuts through the main target."""
+    def _keep_slab(window: np.ndarray, labels: np.ndarray, class_id: int, rng: np.random.Generator,
+                   through: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Blank everything outside a random slab through ``through`` (default: a random target voxel)."""
         axis = int(rng.integers(3))
         thickness = int(rng.integers(8, 33))
-        inside = np.argwhere(labels == class_id)
-        through = int(inside[rng.integers(len(inside)), axis])
+        if through is None:
+            inside = np.argwhere(labels == class_id)
+            through = inside[rng.integers(len(inside))]
+        through = int(through[axis])
         first = max(through - int(rng.integers(thickness)), 0)
         outside = np.ones(window.shape[axis], dtype=bool)
         outside[first: first + thickness] = False

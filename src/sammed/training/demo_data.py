@@ -5,7 +5,8 @@ Only data that may be redistributed is used (licences in the model card):
 * ``shared/data`` (the repository's shared test data): TotalSegmentator example CT with its
   model-generated label map, Spine Generic T1w/T2w with manual cord masks;
 * Debian's ``mricron-data``: the Colin27 (``ch2``) brain MRI with the AAL atlas and a brain mask;
-* nilearn's bundled MNI152 2009 template with grey/white-matter probability maps;
+* optionally (``--nilearn-data``) nilearn's bundled MNI152 2009 template with grey/white-matter
+  probability maps; the shipped weights do not use it (nilearn lists its licence as unknown);
 * synthetic volumes of random ellipsoids (:func:`synthetic_case`).
 
 Held out (never trained on): the TotalSegmentator DICOM CT, the TotalSegmentator MR and the Spine
@@ -80,7 +81,7 @@ def build_demo_dataset(
     shared_data: Path,
     nilearn_data: Path | None,
     mricron: Path = MRICRON_TEMPLATES,
-    synthetic: int = 8,
+    synthetic: int = 16,
     with_aal: bool = False,
 ) -> list[str]:
     """Write both splits under ``out``; returns the case ids written.
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shared-data", type=Path, required=True, help="the shared/data folder")
     parser.add_argument("--nilearn-data", type=Path, help="nilearn/datasets/data (from the nilearn wheel)")
     parser.add_argument("--mricron", type=Path, default=MRICRON_TEMPLATES)
-    parser.add_argument("--synthetic", type=int, default=8)
+    parser.add_argument("--synthetic", type=int, default=16, help="synthetic ellipsoid volumes (default 16)")
     parser.add_argument("--with-aal", action="store_true", help="also train on the 116 AAL atlas parcels of ch2")
     args = parser.parse_args(argv)
     cases = build_demo_dataset(args.out, args.shared_data, args.nilearn_data, args.mricron, args.synthetic, args.with_aal)

@@ -76,12 +76,15 @@ def run_interaction(
     mask_only_round_range: tuple[int, int] = (2, 9),
     multi_click: bool = True,
     target_valid: torch.Tensor | None = None,
+    first_clicks: torch.Tensor | None = None,
 ) -> InteractionResult:
     """Encode ``image`` (B,1,S,S,S) once and run the click rounds; the loss is summed over rounds.
 
     ``target`` is ``(B, K, S, S, S)``: K binary targets per window (K = 1 is the official recipe).
     Every valid target (``target_valid`` ``(B, K)``, default all) runs its own click session on
-    its window's embedding, so one encoder pass serves K decoder sessions.
+    its window's embedding, so one encoder pass serves K decoder sessions. ``first_clicks``
+    ``(B, K, 3)`` gives a target's first (positive) click where finite, e.g. the window centre
+    when windows are centred on the click as at inference; NaN rows draw it as usual.
     """
     core = model
     embedding = core.image_encoder(image)
@@ -90,6 +93,7 @@ def run_interaction(
     window_of_target = torch.arange(target.shape[0], device=target.device)[:, None].expand(target.shape[:2])[target_valid]
     embedding = embedding[window_of_target]
     target = target[target_valid][:, None]
+    given = first_clicks[target_valid] if first_clicks is not None else None
     batch = target.shape[0]
     low = core.low_res_size
     mask_input = torch.zeros(batch, 1, low, low, low, device=image.device, dtype=embedding.dtype)
@@ -101,6 +105,10 @@ def run_interaction(
     dices = []
     for round_index in range(num_clicks):
         coords, labels = sample_error_clicks(logits, target, rng)  # drawn every round, as upstream
+        if round_index == 0 and given is not None:
+            use = torch.isfinite(given).all(dim=1)
+            coords[use, 0] = given[use].to(coords)
+            labels[use, 0] = 1.0
         all_coords.append(coords)
         all_labels.append(labels)
         if round_index == mask_only_round or (round_index == num_clicks - 1 and num_clicks > 1):
@@ -134,9 +142,9 @@ class InteractiveTraining(nn.Module):
         self.multi_click = multi_click
 
     def forward(self, image: torch.Tensor, target: torch.Tensor, rng: np.random.RandomState,
-                target_valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                target_valid: torch.Tensor | None = None, first_clicks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         result = run_interaction(
             self.model, image, target, self.loss_fn, self.num_clicks, rng, self.mask_only_round_range, self.multi_click,
-            target_valid,
+            target_valid, first_clicks,
         )
         return result.loss, torch.tensor(result.dice_per_round)

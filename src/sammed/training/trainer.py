@@ -140,7 +140,7 @@ def _train(config, data_dir: Path, out_dir: Path, cache_dir, resume: bool, conte
     items = list_items(manifest, config.min_label_voxels, set(config.classes) if config.classes else None)
     dataset = WindowDataset(cache_dir, items, window, config.max_shift_fraction, config.flip_probability,
                             max_cached_cases=64, targets_per_window=config.targets_per_window,
-                            slab_probability=config.slab_probability)
+                            slab_probability=config.slab_probability, centre_on_click=config.centre_on_click)
     if context.is_distributed:
         sampler = DistributedSampler(dataset, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=config.seed)
     else:
@@ -199,10 +199,11 @@ def _train(config, data_dir: Path, out_dir: Path, cache_dir, resume: bool, conte
                 image = batch["image"].to(context.device, non_blocking=True)
                 target = batch["label"].to(context.device, non_blocking=True)
                 valid = batch["target_valid"].to(context.device, non_blocking=True)
+                first_clicks = batch["first_click"].to(context.device, non_blocking=True)
                 no_sync = module.no_sync() if context.is_distributed and not sync_now else contextlib.nullcontext()
                 with no_sync:
                     with _autocast(context.device, config.amp):
-                        loss, dices = module(image, target, rng, valid)
+                        loss, dices = module(image, target, rng, valid, first_clicks)
                     scaled = loss / config.accumulation_steps
                     (scaler.scale(scaled) if scaler is not None else scaled).backward()
                 per_round = float(loss.detach()) / config.num_clicks
