@@ -78,8 +78,8 @@ DEMO_SPEC = register(
         dims=3,
         description=(
             "sammed's own small SAM-Med3D-architecture model (64^3 window at 3 mm, 8^3 patches, width "
-            "128, depth 4), bundled, works offline. A briefly trained placeholder: its masks are not "
-            "usable results (held-out Dice ~0, see its model card)"
+            "128, depth 4), bundled, works offline. Trained 43 min on a 2-core CPU: held-out Dice "
+            "0.20 / 0.27 / 0.32 after 1 / 3 / 5 clicks (model card); a demo, not a clinical tool"
         ),
         config=DEMO_CONFIG,
         builder=build_demo_model,
@@ -87,7 +87,7 @@ DEMO_SPEC = register(
         checkpoint_file=DEMO_WEIGHTS.name,
         source_url="bundled with sammed (sammed/data)",
         license="Apache-2.0 (weights); training data licences in the model card",
-        sha256="e88fa5df413b787e8be917345f61fc15ee92b947393b30bebe47b448608654ac",
+        sha256="0d46ce57cd306e6d5bb7b8f4e95359d03abbb8b5d737dd4a0036328a6fa6a2f5",
         citation="sammed model card: sammed/data/MODEL_CARD_sammed-demo-3d.md",
     )
 )
