@@ -2,7 +2,7 @@
 
 from sammed.io.image import Geometry, Image
 from sammed.io.readers import READ_SUFFIXES, from_sitk, read_image, to_sitk
-from sammed.io.validation import validate_volume
+from sammed.io.validation import validate_label_map, validate_volume
 from sammed.io.writers import WRITE_SUFFIXES, write_image, write_mask
 
 __all__ = [

@@ -125,12 +125,20 @@ def read_image_2d(path: str | os.PathLike, slice_index: int | None = None, axis:
     if p.is_file() and suffix in PICTURE_SUFFIXES:
         if slice_index is not None:
             raise InvalidImageError(f"'{p}' is a 2D picture: --slice/--axis are only for volumes")
-        return Image2D(read_picture(p), str(p))
+        return _not_constant(Image2D(read_picture(p), str(p)))
     if slice_index is None and p.is_file() and (suffix == ".dcm" or looks_like_dicom(p)):
         dataset = _read_dicom_dataset(p)
         if int(dataset.get("NumberOfFrames", 1) or 1) == 1:
-            return Image2D(dicom_to_rgb(dataset, str(p)), str(p))
-    return volume_slice_image(read_image(p), slice_index, axis)
+            return _not_constant(Image2D(dicom_to_rgb(dataset, str(p)), str(p)))
+    return _not_constant(volume_slice_image(read_image(p), slice_index, axis))
+
+
+def _not_constant(image: Image2D) -> Image2D:
+    """A uniform picture has nothing to segment; a model would still draw a mask on it."""
+    pixels = image.pixels
+    if pixels.size and pixels.min() == pixels.max():
+        raise InvalidImageError(f"'{image.source}': image intensities are constant: nothing to segment")
+    return image
 
 
 def read_picture(path: Path) -> np.ndarray:
@@ -169,6 +177,7 @@ def _picture_to_rgb(picture, path: Path) -> np.ndarray:
     if array.ndim == 3:
         return np.ascontiguousarray(array[:, :, :3])  # RGBA / RGBX: drop the 4th channel
     if array.dtype != np.uint8:  # 16/32-bit integer or float grey
+        _check_finite(array, str(path))
         array = window_to_uint8(array.astype(np.float64), percentile_window(array, str(path)))
     return grey_to_rgb(array)
 

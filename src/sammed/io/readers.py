@@ -21,6 +21,15 @@ import SimpleITK as sitk
 
 from sammed.errors import ImageReadError
 from sammed.io.dicom import looks_like_dicom, read_dicom_series
+from sammed.io.file_checks import (
+    EXTERNAL_DATA_POLICIES,
+    ExternalDataPolicy,
+    GzipVerifier,
+    check_content_matches_suffix,
+    check_external_data,
+    check_nifti_spacing,
+    path_is_inside,
+)
 from sammed.io.image import Geometry, Image
 
 READ_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
@@ -232,8 +241,18 @@ def _read_nifti(path: Path, suffix: str) -> sitk.Image:
         return sitk.ReadImage(str(alias))
 
 
-def _read_sitk(path: Path) -> sitk.Image:
+def _check_series_folder(folder: Path, policy: ExternalDataPolicy) -> None:
+    """With ``policy="refuse"``, a DICOM folder may not link to files outside itself."""
+    if policy != "refuse":
+        return
+    for entry in folder.iterdir():
+        if entry.is_symlink() and not path_is_inside(entry, folder):
+            raise ImageReadError(f"cannot read image '{folder}': '{entry.name}' links to a file outside the folder")
+
+
+def _read_sitk(path: Path, policy: ExternalDataPolicy) -> sitk.Image:
     if path.is_dir():
+        _check_series_folder(path, policy)
         return read_dicom_series(path)
     suffix = image_suffix(path)
     if suffix not in READ_SUFFIXES and not looks_like_dicom(path):
@@ -244,25 +263,56 @@ def _read_sitk(path: Path) -> sitk.Image:
         )
     if path.stat().st_size == 0:
         raise ImageReadError(f"cannot read image '{path}': the file is empty")
-    if suffix in (".nii", ".nii.gz"):
+    if suffix in READ_SUFFIXES:
+        check_content_matches_suffix(path, suffix)
+    check_external_data(path, suffix, policy)
+    if suffix not in (".nii", ".nii.gz"):
+        return sitk.ReadImage(str(path))
+    check_nifti_spacing(path, _nifti_head(path, suffix == ".nii.gz"))
+    verifier = GzipVerifier(path) if suffix == ".nii.gz" else None
+    try:
         img = _read_nifti(path, suffix)
-        check_nifti_complete(path)
-        return img
-    return sitk.ReadImage(str(path))
+    finally:
+        if verifier is not None:
+            verifier.result()  # a corrupt stream outranks whatever ITK made of it
+    check_nifti_complete(path)
+    return img
 
 
-def read_image(path: str | os.PathLike) -> Image:
+def check_geometry(geometry: Geometry, path: Path) -> None:
+    """Refuse a grid that cannot place voxels in the world: spacing finite and > 0, origin and
+    direction finite, direction invertible. Such headers otherwise give NaN world positions,
+    a singular index<->world map, or masks written with a grid nobody measured."""
+    spacing = np.asarray(geometry.spacing, dtype=np.float64)
+    if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+        raise ImageReadError(f"cannot read image '{path}': invalid voxel spacing {tuple(spacing.tolist())} (must be finite and > 0)")
+    if not np.all(np.isfinite(np.asarray(geometry.origin, dtype=np.float64))):
+        raise ImageReadError(f"cannot read image '{path}': the origin is not finite")
+    direction = np.asarray(geometry.direction, dtype=np.float64)
+    if not np.all(np.isfinite(direction)) or abs(np.linalg.det(direction)) < 1e-6:
+        raise ImageReadError(f"cannot read image '{path}': the direction matrix is not finite or not invertible")
+
+
+def read_image(path: str | os.PathLike, *, external_data: ExternalDataPolicy = "same-folder") -> Image:
     """Read a NIfTI / NRRD / MetaImage file, a DICOM file, or a DICOM series folder.
 
     The pixel dtype is kept as stored (after DICOM rescale slope/intercept, which GDCM
     applies). 2D and 4D images are returned as they are: callers that need a 3D volume
     call ``validate_volume``. Every failure is an ``ImageReadError`` with one line.
+
+    ``external_data`` says what a detached header (MetaImage ``ElementDataFile``, NRRD
+    ``data file``) may read: ``"same-folder"`` (files beside the header, for the command
+    line) or ``"refuse"`` (only self-contained files, for the server). The content must
+    match the suffix, gzip streams are checked end to end, and the geometry must be finite
+    and invertible.
     """
+    if external_data not in EXTERNAL_DATA_POLICIES:
+        raise ValueError(f"external_data must be one of {EXTERNAL_DATA_POLICIES}, not {external_data!r}")
     p = Path(path).expanduser()
     if not p.exists():
         raise ImageReadError(f"cannot read image '{p}': no such file or folder")
     try:
-        img = _read_sitk(p)
+        img = _read_sitk(p, external_data)
     except ImageReadError:
         raise
     except RuntimeError as exc:
@@ -270,6 +320,7 @@ def read_image(path: str | os.PathLike) -> Image:
     except OSError as exc:
         raise ImageReadError(f"cannot read image '{p}': {exc.strerror or exc}") from None
     image = from_sitk(img, source=str(p))
+    check_geometry(image.geometry, p)
     if image_suffix(p) in (".nii", ".nii.gz") and np.issubdtype(image.array.dtype, np.floating):
         _restore_nifti_non_finite(p, image)
     return image

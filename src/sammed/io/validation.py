@@ -35,3 +35,23 @@ def validate_volume(image: Image) -> None:
     if lo == hi:
         value = lo.item() if hasattr(lo, "item") else lo
         raise InvalidImageError(f"{name}image intensities are constant (value {value}): nothing to segment")
+
+
+def validate_label_map(label: Image) -> None:
+    """Raise ``InvalidImageError`` unless ``label`` holds finite, whole, non-negative label values.
+
+    Label maps are often stored as floats; a NaN, a fraction or a negative value there means
+    the file is not a label map (or is damaged), and every per-class metric built on it would
+    be meaningless.
+    """
+    array = np.asarray(label.array)
+    name = f"'{label.source}': " if label.source else ""
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.all(np.isfinite(array)):
+            raise InvalidImageError(f"{name}label map contains NaN or infinite values")
+        if np.any(array != np.floor(array)):
+            raise InvalidImageError(f"{name}label map holds non-integer values (is it an image rather than labels?)")
+    elif not (np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_):
+        raise InvalidImageError(f"{name}label map has dtype {array.dtype}; expected integer labels")
+    if array.size and array.min() < 0:
+        raise InvalidImageError(f"{name}label map holds negative values (minimum {array.min().item()})")

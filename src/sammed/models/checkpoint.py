@@ -103,7 +103,18 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], model
             parts.append(f"wrong shape for {len(mis_shaped)} key(s): {_preview(mis_shaped)}")
         hint = _variant_hint(model_name, unexpected, missing, bool(mis_shaped))
         raise CheckpointError(f"checkpoint does not match {model_name}: " + "; ".join(parts) + hint)
+    _refuse_non_finite(state_dict)
     model.load_state_dict(state_dict, strict=True)
+
+
+def _refuse_non_finite(state_dict: Mapping[str, torch.Tensor]) -> None:
+    """A NaN or infinite weight makes every mask empty or garbage without any error: refuse it.
+
+    One fused reduction per floating tensor; about 0.1 s for SAM-Med3D-turbo's 100 M weights.
+    """
+    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"checkpoint holds NaN or infinite values in {len(bad)} tensor(s): {_preview(bad)}")
 
 
 def _variant_hint(model_name: str, unexpected: list[str], missing: list[str], mis_shaped: bool = False) -> str:

@@ -20,7 +20,8 @@ from torch import nn
 from sammed.errors import SammedError
 from sammed.evaluation.datasets import EvalCase
 from sammed.evaluation.metrics import mask_metrics
-from sammed.io import Image, read_image
+from sammed.io import Image, read_image, validate_volume
+from sammed.io.validation import validate_label_map
 
 __all__ = [
     "ROW_COLUMNS",
@@ -178,6 +179,8 @@ def read_case_volumes(case: EvalCase) -> tuple[Image, Image]:
         raise SammedError(f"case {case.case_id}: image and label must be 3D volumes")
     if not image.geometry.same_grid(label.geometry, atol=1e-3):
         raise SammedError(f"case {case.case_id}: image and label are not on the same voxel grid")
+    validate_volume(image)
+    validate_label_map(label)
     return image, label
 
 
