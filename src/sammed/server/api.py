@@ -9,18 +9,22 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from typing import Annotated, Callable
+from urllib.parse import quote
 
 import numpy as np
-from fastapi import APIRouter, Depends, File, Form, Header, Query, Response, UploadFile
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 
 from sammed import __version__
 from sammed.inference import Session
 from sammed.io.readers import READ_SUFFIXES, image_suffix
 from sammed.io.writers import WRITE_SUFFIXES
 from sammed.server.context import ServerContext, context
-from sammed.server.errors import ConflictError, ForbiddenError, ServerError
+from sammed.server.errors import ConflictError, ForbiddenError, NotFoundError, ServerError
+from sammed.server.opening import admitted_image, new_session
 from sammed.server.schemas import (
+    MAX_OBJECT_ID,
     ActionReply,
     BoxPrompt,
     CreatedSession,
@@ -38,9 +42,9 @@ from sammed.server.schemas import (
 from sammed.server.security import relative_to_root, resolve_in_root
 from sammed.server.sessions import LiveSession
 from sammed.server.state import changed_region, object_voxels, objects_info, parse_region, snapshot
-from sammed.server.volumes import image_name, image_nifti, mask_nifti, read_path, read_uploads
+from sammed.server.volumes import image_name, image_nifti, mask_nifti, staged_uploads
 
-ERRORS = {code: {"model": ErrorReply} for code in (400, 401, 403, 404, 409, 413, 500, 503)}
+ERRORS = {code: {"model": ErrorReply} for code in (400, 401, 403, 404, 409, 413, 422, 500, 503)}
 NIFTI = {200: {"content": {"application/gzip": {}}, "description": "a .nii.gz file"}}
 RAW = {
     200: {
@@ -82,6 +86,30 @@ def session_info(ctx: ServerContext, live: LiveSession, key: bool = False) -> Se
         expires_in_s=live.expiry_s,
     )
     return CreatedSession(session_key=live.key or "", **fields) if key else SessionInfo(**fields)
+
+
+def checked_object(session: Session, object_id: int | None) -> int | None:
+    """An object id must name one of the session's objects or the next new one.
+
+    A stray id (70000) would otherwise become an object no label map can hold, and every
+    later mask, label or save request would fail until it was undone.
+    """
+    if object_id is None:
+        return None
+    next_id = max([0, *session.object_ids, session.active_object]) + 1
+    highest = min(next_id, MAX_OBJECT_ID)
+    if not 1 <= object_id <= highest:
+        raise NotFoundError(f"object_id {object_id} is not an object of this session (use 1 to {highest})")
+    return object_id
+
+
+def attachment(filename: str) -> str:
+    """A Content-Disposition value for any name: an ASCII fallback plus the UTF-8 name (RFC 6266/5987).
+
+    HTTP headers are Latin-1; a non-ASCII or quote-bearing upload name must not break the reply.
+    """
+    fallback = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def _act(session: Session, operation: Callable[[], object]) -> ActionReply:
@@ -130,54 +158,105 @@ def info(ctx: Ctx) -> ServerInfo:
         random_weights=ctx.worker.random_weights,
         data_root=ctx.config.data_root is not None,
         max_upload_bytes=ctx.config.max_upload_bytes,
+        max_image_bytes=ctx.config.max_image_bytes,
+        memory_budget_bytes=ctx.config.memory_budget_bytes,
+        memory_charged_bytes=ctx.store.charged,
+        largest_session_bytes=ctx.config.largest_session_charge,
         sessions=len(ctx.store),
         max_sessions=ctx.config.max_sessions,
     )
 
 
+def _entry(base: Path, child: Path) -> FileEntry | None:
+    """How ``child`` is listed, or None: hidden, broken, looping, or leading out of the root."""
+    if child.name.startswith("."):
+        return None
+    try:
+        real = child.resolve(strict=True)
+        is_dir = real.is_dir()
+    except (OSError, RuntimeError):  # a dangling link or a symlink loop: nothing to open there
+        return None
+    if not real.is_relative_to(base):
+        return None  # a link leading out of the data root is not shown (and could not be opened)
+    relative = child.relative_to(base).as_posix() if child.is_relative_to(base) else real.relative_to(base).as_posix()
+    if is_dir:
+        return FileEntry(path=relative, kind="folder")
+    if image_suffix(child) in READ_SUFFIXES:
+        return FileEntry(path=relative, kind="image")
+    return None
+
+
 @router.get("/files", response_model=FileList, summary="images and folders in a folder of --data-root")
 def list_files(ctx: Ctx, folder: str = "") -> FileList:
     root = ctx.config.data_root
-    target = resolve_in_root(root, folder) if folder not in ("", ".") else resolve_in_root(root, ".")
+    target = resolve_in_root(root, folder if folder not in ("", ".") else ".")
     if not target.is_dir():
         raise ServerError(f"'{folder}' is not a folder")
     base = root.resolve()
-    entries = []
-    for child in sorted(target.iterdir()):
-        if child.name.startswith("."):
-            continue
-        real = child.resolve()
-        if not real.is_relative_to(base):
-            continue  # a link leading out of the data root is not shown (and could not be opened)
-        relative = child.relative_to(base).as_posix() if child.is_relative_to(base) else relative_to_root(root, real)
-        if real.is_dir():
-            entries.append(FileEntry(path=relative, kind="folder"))
-        elif image_suffix(child) in READ_SUFFIXES:
-            entries.append(FileEntry(path=relative, kind="image"))
+    try:
+        children = sorted(target.iterdir())
+    except OSError as exc:
+        raise ForbiddenError(f"cannot list '{folder}': {exc.strerror or 'not readable'}") from None
+    entries = [entry for entry in (_entry(base, child) for child in children) if entry is not None]
     shown = target.relative_to(base).as_posix()
     return FileList(folder="" if shown == "." else shown, entries=entries)
 
 
-@router.post("/sessions", response_model=CreatedSession, status_code=201, summary="open an image: upload it or name a file in --data-root")
-async def create_session(
-    ctx: Ctx,
-    file: Annotated[UploadFile | None, File(description="an image file (NIfTI, NRRD, MHA, DICOM)")] = None,
-    path: Annotated[str | None, Form(description="image path relative to --data-root")] = None,
-) -> CreatedSession:
-    if (file is None) == (path is None):
-        raise ServerError("give exactly one of 'file' (an upload) or 'path' (relative to the data root)")
-    ctx.store.reserve()
-    source = None
-    if file is not None:
-        image = await read_uploads([file])
-        name = file.filename or "upload"
-    else:
-        source = resolve_in_root(ctx.config.data_root, path)
-        image = await read_path(source)
-        name = relative_to_root(ctx.config.data_root, source)
-    session = await run_in_threadpool(Session, ctx.worker.model, image, ctx.config.device)
-    live = ctx.store.add(session, source, name)
+_PATH_FIELD = {"type": "string", "minLength": 1, "description": "image file or DICOM folder, relative to --data-root"}
+_FILE_FIELD = {"type": "string", "format": "binary", "description": "an image file (NIfTI, NRRD, MHA, DICOM)"}
+OPEN_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "exactly one of 'file' (an upload) or 'path' (an image in --data-root)",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "oneOf": [
+                        {"title": "Upload", "type": "object", "properties": {"file": _FILE_FIELD}, "required": ["file"], "additionalProperties": False},
+                        {"title": "DataRootImage", "type": "object", "properties": {"path": _PATH_FIELD}, "required": ["path"], "additionalProperties": False},
+                    ]
+                }
+            },
+            "application/x-www-form-urlencoded": {
+                "schema": {"title": "DataRootImage", "type": "object", "properties": {"path": _PATH_FIELD}, "required": ["path"], "additionalProperties": False}
+            },
+        },
+    }
+}
+
+
+async def _open(ctx: ServerContext, target: Path, name: str, source: Path | None) -> CreatedSession:
+    async with admitted_image(ctx, target, name) as (image, charge):
+        session = await new_session(ctx, image)
+        live = ctx.store.add(session, source, name, charge=charge)
     return session_info(ctx, live, key=True)
+
+
+@router.post(
+    "/sessions",
+    response_model=CreatedSession,
+    status_code=201,
+    summary="open an image: upload it or name a file in --data-root",
+    openapi_extra=OPEN_BODY,
+)
+async def create_session(ctx: Ctx, request: Request) -> CreatedSession:
+    # The form is parsed here (not as FastAPI parameters) so the schema can say "file or path" (OPEN_BODY).
+    async with request.form(max_files=1, max_fields=4) as form:
+        fields = set(form.keys())
+        if fields - {"file", "path"} or len(fields) != 1 or len(form.getlist(next(iter(fields)))) != 1:
+            raise ServerError("give exactly one of 'file' (an upload) or 'path' (relative to the data root), and nothing else")
+        file, path = form.get("file"), form.get("path")
+        ctx.store.reserve()
+        if file is not None:
+            if not isinstance(file, UploadFile):
+                raise ServerError("'file' must be an uploaded file (multipart/form-data), not a text field")
+            name = file.filename or "upload"
+            async with staged_uploads([file]) as target:
+                return await _open(ctx, target, name, None)
+        if not isinstance(path, str):
+            raise ServerError("'path' must be text: an image path relative to the data root")
+        source = resolve_in_root(ctx.config.data_root, path)
+        return await _open(ctx, source, relative_to_root(ctx.config.data_root, source), source)
 
 
 @router.get("/sessions/{session_id}", response_model=SessionInfo, summary="geometry, objects and their clicks")
@@ -206,7 +285,9 @@ async def add_point(ctx: Ctx, live: Live, prompt: PointPrompt) -> ActionReply:
     return await _model_action(
         ctx,
         live,
-        lambda: session.add_point(prompt.position, prompt.positive, prompt.object_id, prompt.space, prompt.convention),
+        lambda: session.add_point(
+            prompt.position, prompt.positive, checked_object(session, prompt.object_id), prompt.space, prompt.convention
+        ),
     )
 
 
@@ -216,7 +297,9 @@ async def add_box(ctx: Ctx, live: Live, prompt: BoxPrompt) -> ActionReply:
     return await _model_action(
         ctx,
         live,
-        lambda: session.add_box(prompt.corner_a, prompt.corner_b, prompt.object_id, prompt.space, prompt.convention),
+        lambda: session.add_box(
+            prompt.corner_a, prompt.corner_b, checked_object(session, prompt.object_id), prompt.space, prompt.convention
+        ),
     )
 
 
@@ -232,13 +315,16 @@ async def redo(live: Live) -> ActionReply:
 
 @router.post("/sessions/{session_id}/reset", response_model=ActionReply, summary="clear one object, or everything")
 async def reset(live: Live, request: ResetRequest) -> ActionReply:
-    return await _quick_action(live, lambda: live.session.reset(request.object_id))
+    return await _quick_action(live, lambda: live.session.reset(checked_object(live.session, request.object_id)))
 
 
 @router.post("/sessions/{session_id}/objects", response_model=NewObjectReply, summary="start a new object")
 async def new_object(live: Live) -> NewObjectReply:
     async with live.lock:
-        return NewObjectReply(object_id=live.session.new_object())
+        session = live.session
+        if max([0, *session.object_ids, session.active_object]) >= MAX_OBJECT_ID:
+            raise ConflictError(f"this session has reached the largest object id, {MAX_OBJECT_ID}")
+        return NewObjectReply(object_id=session.new_object())
 
 
 def _labels(session: Session, region: tuple[slice, ...]) -> np.ndarray:
@@ -268,13 +354,15 @@ def _mask_array(session: Session, object_id: int | None) -> np.ndarray:
 
 @router.get("/sessions/{session_id}/mask", responses=NIFTI, response_class=Response, summary="download the mask as NIfTI")
 async def download_mask(
-    live: Live, object_id: Annotated[int | None, Query(ge=1, description="one object as 0/1; default: the label map")] = None
+    live: Live,
+    object_id: Annotated[int | None, Query(ge=1, le=MAX_OBJECT_ID, description="one object as 0/1; default: the label map")] = None,
 ) -> Response:
     async with live.lock:
+        checked_object(live.session, object_id)
         array = await run_in_threadpool(_mask_array, live.session, object_id)
     data = await run_in_threadpool(mask_nifti, array, live.session.image)
     filename = f"{Path(live.name).name.split('.')[0] or 'mask'}_seg.nii.gz"
-    return Response(data, media_type="application/gzip", headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return Response(data, media_type="application/gzip", headers={"Content-Disposition": attachment(filename)})
 
 
 def _save_target(ctx: ServerContext, live: LiveSession, filename: str | None) -> Path:
@@ -302,6 +390,7 @@ async def save_mask(ctx: Ctx, live: Live, request: SaveRequest) -> SaveReply:
     if target.exists() and not request.overwrite:
         raise ConflictError(f"'{relative_to_root(ctx.config.data_root, target)}' exists: send overwrite=true to replace it")
     async with live.lock:
+        checked_object(live.session, request.object_id)
         written = await run_in_threadpool(live.session.save, target, request.object_id)
         voxels = int(np.count_nonzero(await run_in_threadpool(_mask_array, live.session, request.object_id)))
     return SaveReply(path=relative_to_root(ctx.config.data_root, written), voxels=voxels)

@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -67,7 +68,7 @@ def create_app(config: ServerConfig, model: nn.Module | None = None) -> FastAPI:
     context = ServerContext(
         config=config,
         worker=ModelWorker(model.to(config.device).eval(), config.model, random_weights),
-        store=SessionStore(config.max_sessions, config.session_timeout_s),
+        store=SessionStore(config.max_sessions, config.session_timeout_s, config.memory_budget_bytes),
     )
 
     @contextlib.asynccontextmanager
@@ -112,7 +113,21 @@ async def _expire_forever(store: SessionStore, every_s: float) -> None:
             log.info("closed %d idle session(s)", dropped)
 
 
+def validation_detail(exc: RequestValidationError) -> str:
+    """FastAPI's list of field errors as one line: 'body.position.2: Field required; ...'."""
+    parts = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(part) for part in error.get("loc", ()))
+        parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid")))
+    more = len(exc.errors()) - len(parts)
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
 def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_detail(exc)}, status_code=422)
+
     @app.exception_handler(ServerError)
     async def server_error(request: Request, exc: ServerError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)

@@ -26,6 +26,20 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+SESSION_IMAGE_COPIES = 3  # the decoded array, Session's SimpleITK copy, one more for replies being encoded
+SESSION_BYTES_PER_VOXEL = 4  # label map / masks built for replies (1-2 bytes each)
+
+
+def session_charge(voxels: int, image_bytes: int) -> int:
+    """Memory one session of this image may hold: what the memory budget counts, per session.
+
+    A session keeps the decoded voxels twice (NumPy and SimpleITK); replies build a label map
+    or mask and a NIfTI copy while they are encoded. Charging for that peak, not the steady
+    state, keeps the budget an upper bound of what the sessions really use.
+    """
+    return SESSION_IMAGE_COPIES * image_bytes + SESSION_BYTES_PER_VOXEL * voxels
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Everything ``create_app`` needs; ``validated()`` enforces the security rules.
@@ -44,6 +58,8 @@ class ServerConfig:
     data_root: Path | None = None
     token: str | None = None
     max_upload_bytes: int = 512 * 1024 * 1024
+    max_image_bytes: int = 512 * 1024 * 1024  # decoded voxels x bytes per voxel, per image
+    memory_budget_bytes: int = 8 * 1024 * 1024 * 1024  # all sessions' charges together
     session_timeout_s: float = 30 * 60
     max_sessions: int = 32
     allowed_origins: tuple[str, ...] = ()
@@ -66,9 +82,25 @@ class ServerConfig:
             )
         if self.data_root is not None and not Path(self.data_root).is_dir():
             raise ServerConfigError(f"--data-root '{self.data_root}' is not a folder")
-        if self.max_upload_bytes <= 0 or self.max_sessions <= 0 or self.session_timeout_s <= 0:
-            raise ServerConfigError("--max-upload-mb, --max-sessions and --session-timeout must be positive")
+        limits = (self.max_upload_bytes, self.max_image_bytes, self.memory_budget_bytes, self.max_sessions)
+        if min(limits) <= 0 or not 0 < self.session_timeout_s < float("inf"):
+            raise ServerConfigError(
+                "--max-upload-mb, --max-image-mb, --memory-budget-mb, --max-sessions and --session-timeout must be positive"
+            )
+        if not 0 < self.port < 65536:
+            raise ServerConfigError(f"--port must be 1 to 65535, not {self.port}")
+        largest = self.largest_session_charge
+        if largest > self.memory_budget_bytes:
+            raise ServerConfigError(
+                f"--memory-budget-mb {self.memory_budget_bytes / 2**20:.0f} cannot hold one session of the largest "
+                f"accepted image (--max-image-mb {self.max_image_bytes / 2**20:.0f} needs {largest / 2**20:.0f} MiB)"
+            )
         return self
+
+    @property
+    def largest_session_charge(self) -> int:
+        """The charge of a session of the largest accepted image (1 byte per voxel: the most voxels)."""
+        return session_charge(self.max_image_bytes, self.max_image_bytes)
 
     @property
     def hosts_to_accept(self) -> tuple[str, ...]:

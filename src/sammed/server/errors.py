@@ -23,5 +23,9 @@ class ConflictError(ServerError):
     status = 409
 
 
+class TooLargeError(ServerError):
+    status = 413
+
+
 class CapacityError(ServerError):
     status = 503

@@ -9,7 +9,9 @@ protocol: each point refines the previous mask.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import secrets
 import time
 from typing import Annotated, Literal
@@ -22,11 +24,12 @@ from sammed import __version__
 from sammed.inference import Session
 from sammed.server.context import ServerContext, context
 from sammed.server.errors import NotFoundError, ServerError
+from sammed.server.opening import admitted_image, new_session
 from sammed.server.schemas import ErrorReply
-from sammed.server.security import resolve_in_root
-from sammed.server.volumes import mask_nifti, read_path, read_uploads
+from sammed.server.security import relative_to_root, resolve_in_root
+from sammed.server.volumes import mask_nifti, staged_uploads
 
-router = APIRouter(tags=["MONAI Label"], responses={code: {"model": ErrorReply} for code in (400, 403, 404, 413, 500, 503)})
+router = APIRouter(tags=["MONAI Label"], responses={code: {"model": ErrorReply} for code in (400, 403, 404, 413, 422, 500, 503)})
 Ctx = Annotated[ServerContext, Depends(context)]
 LABEL = "foreground"
 
@@ -83,9 +86,10 @@ async def monai_put_session(
     if uncompress:
         raise ServerError("uncompress=true is not supported: upload the image file(s) themselves")
     ctx.store.reserve()
-    image = await read_uploads(files)
-    session = await run_in_threadpool(Session, ctx.worker.model, image, ctx.config.device)
-    live = ctx.store.add(session, None, files[0].filename or "upload", with_key=False, expiry_s=expiry)
+    name = files[0].filename or "upload"
+    async with staged_uploads(files) as target, admitted_image(ctx, target, name) as (image, charge):
+        session = await new_session(ctx, image)
+        live = ctx.store.add(session, None, name, with_key=False, expiry_s=expiry, charge=charge)
     return _session_reply(live)
 
 
@@ -100,10 +104,19 @@ def monai_delete_session(ctx: Ctx, session_id: str) -> dict:
     return {"session_id": session_id, "deleted": True}
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _voxel_list(params: dict, key: str) -> list[tuple[float, float, float]]:
-    points = params.get(key) or []
-    if not isinstance(points, list) or any(not isinstance(p, (list, tuple)) or len(p) != 3 for p in points):
-        raise ServerError(f"params.{key} must be a list of [x, y, z] voxel indices")
+    """``params[key]`` as [x, y, z] voxel triples of finite numbers (JSON null, NaN, text are refused)."""
+    points = params.get(key)
+    if points is None:
+        return []
+    if not isinstance(points, list) or any(
+        not isinstance(p, list) or len(p) != 3 or not all(_is_number(v) for v in p) for p in points
+    ):
+        raise ServerError(f"params.{key} must be a list of [x, y, z] voxel indices (three finite numbers each)")
     return [tuple(float(v) for v in p) for p in points]
 
 
@@ -164,15 +177,17 @@ async def monai_infer(
             mask = await ctx.worker.run(_infer, live.session, foreground, background)
         reference = live.session.image
     else:
-        if file is not None:
-            volume = await read_uploads([file])
-        elif image is not None:
-            volume = await read_path(resolve_in_root(ctx.config.data_root, image))
-        else:
-            raise ServerError("give image=<path in the data root>, session_id=<from PUT /session/> or upload a file")
-        session = await run_in_threadpool(Session, ctx.worker.model, volume, ctx.config.device)
-        mask = await ctx.worker.run(_infer, session, foreground, background)
-        reference = volume
+        async with contextlib.AsyncExitStack() as stack:
+            if file is not None:
+                target, shown = await stack.enter_async_context(staged_uploads([file])), file.filename or "upload"
+            elif image is not None:
+                target = resolve_in_root(ctx.config.data_root, image)
+                shown = relative_to_root(ctx.config.data_root, target)
+            else:
+                raise ServerError("give image=<path in the data root>, session_id=<from PUT /session/> or upload a file")
+            reference, _ = await stack.enter_async_context(admitted_image(ctx, target, shown))
+            session = await new_session(ctx, reference)
+            mask = await ctx.worker.run(_infer, session, foreground, background)
     result = {
         "label_names": {LABEL: 1},
         "latencies": {"infer": round(time.perf_counter() - start, 4)},

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 Vector3 = tuple[float, float, float]
 IntVector3 = tuple[int, int, int]
+# Request coordinates: JSON parsers accept NaN and Infinity, which no voxel or world position is.
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Position3 = tuple[Finite, Finite, Finite]
+MAX_OBJECT_ID = 65535  # the label map holds object ids as uint16
+ObjectId = Annotated[int, Field(ge=1, le=MAX_OBJECT_ID)]
 
 
 class Strict(BaseModel):
@@ -59,23 +64,23 @@ class CreatedSession(SessionInfo):
 
 
 class PointPrompt(Strict):
-    position: Vector3
+    position: Position3
     positive: bool = True
-    object_id: int | None = Field(default=None, ge=1, description="default: the active object")
+    object_id: ObjectId | None = Field(default=None, description="an existing object or the next one; default: the active object")
     space: Literal["voxel", "world"] = "voxel"
     convention: Literal["RAS", "LPS"] = Field(default="RAS", description="for space='world'")
 
 
 class BoxPrompt(Strict):
-    corner_a: Vector3
-    corner_b: Vector3
-    object_id: int | None = Field(default=None, ge=1)
+    corner_a: Position3
+    corner_b: Position3
+    object_id: ObjectId | None = Field(default=None, description="an existing object or the next one; default: the active object")
     space: Literal["voxel", "world"] = "voxel"
     convention: Literal["RAS", "LPS"] = "RAS"
 
 
 class ResetRequest(Strict):
-    object_id: int | None = Field(default=None, ge=1, description="clear one object (undoable); null clears all")
+    object_id: ObjectId | None = Field(default=None, description="clear one object (undoable); null clears all")
 
 
 class ActionReply(Strict):
@@ -97,8 +102,10 @@ class NewObjectReply(Strict):
 
 
 class SaveRequest(Strict):
-    filename: str | None = Field(default=None, description="file name in the image's folder; default <image>_seg.nii.gz")
-    object_id: int | None = Field(default=None, ge=1, description="save one object as 0/1; default: the label map")
+    filename: str | None = Field(
+        default=None, min_length=1, max_length=255, description="file name in the image's folder; default <image>_seg.nii.gz"
+    )
+    object_id: ObjectId | None = Field(default=None, description="save one object as 0/1; default: the label map")
     overwrite: bool = False
 
 
@@ -124,6 +131,10 @@ class ServerInfo(Strict):
     model_description: str
     random_weights: bool = Field(description="true when the model runs with untrained weights (results are meaningless)")
     data_root: bool
-    max_upload_bytes: int
+    max_upload_bytes: int = Field(description="largest request body (compressed bytes as sent)")
+    max_image_bytes: int = Field(description="largest decoded image (voxels x bytes per voxel) a session may open")
+    memory_budget_bytes: int = Field(description="memory all sessions together may be charged")
+    memory_charged_bytes: int = Field(description="charged now by open sessions and images being opened")
+    largest_session_bytes: int = Field(description="the charge of one session of the largest accepted image")
     sessions: int
     max_sessions: int

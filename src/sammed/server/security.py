@@ -142,10 +142,14 @@ def resolve_in_root(root: Path | None, relative: str, *, must_exist: bool = True
     if pure.is_absolute() or ".." in pure.parts or (os.name == "nt" and ":" in relative):
         raise ForbiddenError(f"'{relative}' is not a path inside the data root (absolute paths and '..' are refused)")
     base = root.resolve()
-    candidate = (base / pure).resolve(strict=False)
+    try:
+        candidate = (base / pure).resolve(strict=False)
+        exists = candidate.exists()
+    except (OSError, RuntimeError) as exc:  # a symlink loop, a name too long for the file system
+        raise NotFoundError(f"'{relative}' cannot be opened in the data root ({getattr(exc, 'strerror', None) or 'symbolic link loop'})") from None
     if not candidate.is_relative_to(base):
         raise ForbiddenError(f"'{relative}' leads outside the data root (through a symbolic link)")
-    if must_exist and not candidate.exists():
+    if must_exist and not exists:
         raise NotFoundError(f"'{relative}' does not exist in the data root")
     return candidate
 

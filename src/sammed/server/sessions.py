@@ -9,8 +9,10 @@ order and stops a mask read from seeing an object half-updated.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +30,7 @@ class LiveSession:
     source: Path | None  # resolved path inside the data root, None for uploads
     name: str
     expiry_s: float
+    charge: int = 0  # bytes counted against the memory budget (see config.session_charge)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_used: float = field(default_factory=time.monotonic)
 
@@ -39,15 +42,42 @@ class LiveSession:
 
 
 class SessionStore:
-    """At most ``max_sessions`` sessions; idle ones are closed after their expiry."""
+    """At most ``max_sessions`` sessions, charged at most ``memory_budget`` bytes together.
 
-    def __init__(self, max_sessions: int, default_expiry_s: float) -> None:
+    Idle sessions are closed after their expiry. Images being opened hold their charge from
+    the moment their header is read (``admission``), so concurrent uploads cannot overshoot
+    the budget together. Called from the event loop only, so no lock is needed.
+    """
+
+    def __init__(self, max_sessions: int, default_expiry_s: float, memory_budget: int = 2**63) -> None:
         self.max_sessions = max_sessions
         self.default_expiry_s = default_expiry_s
+        self.memory_budget = memory_budget
         self._sessions: dict[str, LiveSession] = {}
+        self._opening = 0  # bytes held by images being read, not yet sessions
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+    @property
+    def charged(self) -> int:
+        """Bytes charged by open sessions and by images being opened."""
+        return self._opening + sum(live.charge for live in self._sessions.values())
+
+    @contextlib.contextmanager
+    def admission(self, charge: int) -> Iterator[None]:
+        """Hold ``charge`` bytes of the budget while an image is read (503 when it does not fit)."""
+        self.expire()
+        if self.charged + charge > self.memory_budget:
+            raise CapacityError(
+                f"the server's memory budget is full ({self.charged / 2**20:.0f} of {self.memory_budget / 2**20:.0f} MiB "
+                f"charged; this image needs {charge / 2**20:.0f} MiB): close a session or wait for idle ones to expire"
+            )
+        self._opening += charge
+        try:
+            yield
+        finally:
+            self._opening -= charge
 
     def reserve(self) -> None:
         """Refuse early (before reading an upload) when the server is full."""
@@ -64,6 +94,7 @@ class SessionStore:
         name: str,
         with_key: bool = True,
         expiry_s: float | None = None,
+        charge: int = 0,
     ) -> LiveSession:
         self.reserve()
         live = LiveSession(
@@ -73,6 +104,7 @@ class SessionStore:
             source=source,
             name=name,
             expiry_s=min(expiry_s or self.default_expiry_s, self.default_expiry_s),
+            charge=charge,
         )
         self._sessions[live.id] = live
         return live
