@@ -9,6 +9,18 @@ import pytest
 SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_weight_downloads(tmp_path_factory):
+    """No test downloads weights by accident: an empty $SAMMED_HOME and SAMMED_OFFLINE=1.
+
+    The download tests (test_weights_cache.py) undo this and serve files on 127.0.0.1.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SAMMED_HOME", str(tmp_path_factory.mktemp("sammed_home")))
+        patch.setenv("SAMMED_OFFLINE", "1")
+        yield
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """The shared folder beside the repository; tests needing it skip when it is absent."""

@@ -189,8 +189,8 @@ def test_checkpoint_problems(capsys, sample_ct, tmp_path, existing_output) -> No
                         "-m", "sam-med3d-tiny", "-c", unsafe)
     assert_user_error(code, err, "arbitrary code", "--trust-checkpoint")
 
-    code, err = run_cli(capsys, "segment", sample_ct, "-p", "84,58,20", "-o", existing_output)
-    assert_user_error(code, err, "--checkpoint is required", "sam_med3d_turbo.pth")
+    code, err = run_cli(capsys, "segment", sample_ct, "-p", "84,58,20", "-o", existing_output)  # offline, empty cache
+    assert_user_error(code, err, "sammed models download sam-med3d-turbo", "sam_med3d_turbo.pth")
 
 
 def test_bad_output_suffix(capsys, sample_ct, tmp_path, tiny_checkpoint) -> None:

@@ -8,7 +8,7 @@ import os
 from contextlib import nullcontext
 from pathlib import Path
 
-from sammed.cli.common import console, step
+from sammed.cli.common import CHECKPOINT_HELP, add_offline_argument, console, resolve_checkpoint, step
 from sammed.errors import SammedError
 
 _EVAL_EPILOG = """\
@@ -46,10 +46,11 @@ def register(commands) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", "-m", required=True, help="model name (see 'sammed models list')")
-    parser.add_argument("--checkpoint", "-c", metavar="PTH", help="model weights file")
+    parser.add_argument("--checkpoint", "-c", metavar="PTH", help=CHECKPOINT_HELP)
     parser.add_argument(
         "--trust-checkpoint", action="store_true", help="allow a checkpoint that needs arbitrary code to unpickle"
     )
+    add_offline_argument(parser)
     parser.add_argument(
         "--dataset",
         "-d",
@@ -140,9 +141,7 @@ def run_eval(args: argparse.Namespace) -> int:
     spec = get_model_spec(args.model)
     if spec.dims != protocol.dims:
         raise SammedError(f"protocol {protocol.name} needs a {protocol.dims}D model; {spec.name} is {spec.dims}D")
-    if args.checkpoint is None:
-        weights = spec.checkpoint_file or "a .pth file"
-        raise SammedError(f"--checkpoint is required: the weights of {spec.name} ({weights})")
+    checkpoint = resolve_checkpoint(args, spec.name)  # bundled, cached or downloaded once
     classes = _classes(args.classes)
     dataset = load_dataset(args.dataset, label=args.label)
     _check_classes(classes, dict(dataset.label_names))
@@ -155,7 +154,6 @@ def run_eval(args: argparse.Namespace) -> int:
     if not tolerance >= 0:
         raise SammedError("--nsd-tolerance must be a number of mm >= 0")
     root = int(os.environ.get("RANK", "0")) == 0
-    checkpoint = Path(args.checkpoint)
     with step(f"loading {spec.name} weights") if root else nullcontext():
         model = build_model(spec.name, checkpoint=checkpoint, trust_checkpoint=args.trust_checkpoint).to(device)
     info = {"model": spec.name, "checkpoint_name": checkpoint.name,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sammed.cli.common import add_model_arguments, console, step
+from sammed.cli.common import add_model_arguments, console, resolve_checkpoint, step
 from sammed.errors import SammedError
 
 _EXPORT_EPILOG = """\
@@ -47,8 +47,6 @@ def run_export(args: argparse.Namespace) -> int:
     spec = get_model_spec(args.model)
     if spec.family not in EXPORTERS:
         raise SammedError(f"ONNX export is not available for {spec.name} ({spec.family}) yet")
-    if args.checkpoint is None and not args.allow_random_weights:
-        raise SammedError("--checkpoint is required (or --allow-random-weights to export untrained weights)")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise SammedError(f"--out {out} exists and is not a folder")
@@ -57,8 +55,9 @@ def run_export(args: argparse.Namespace) -> int:
         raise SammedError(f"--opset must be between 18 and 23, got {opset}")
     require_onnx_exporter()
 
-    with step(f"loading {spec.name}" + (" weights" if args.checkpoint else " (random weights)")):
-        model = build_model(spec.name, checkpoint=args.checkpoint, trust_checkpoint=args.trust_checkpoint)
+    checkpoint = resolve_checkpoint(args, spec.name, random_weights=args.allow_random_weights)
+    with step(f"loading {spec.name}" + (" weights" if checkpoint else " (random weights)")):
+        model = build_model(spec.name, checkpoint=checkpoint, trust_checkpoint=args.trust_checkpoint)
     with step(f"exporting to {out} (opset {opset})"):
         paths = export_model_onnx(model, out, opset=opset)
     for path in paths:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from sammed.cli import segment2d
-from sammed.cli.common import console, step
+from sammed.cli.common import CHECKPOINT_HELP, add_offline_argument, console, resolve_checkpoint, step
 from sammed.errors import SammedError
 
 _SEGMENT_EPILOG = """\
@@ -66,12 +66,13 @@ def register(commands) -> None:
     segment.add_argument(
         "--model", "-m", default=None, help="model name (see 'sammed models list'; default sam-med3d-turbo)"
     )
-    segment.add_argument("--checkpoint", "-c", metavar="PTH", help="model weights file, e.g. sam_med3d_turbo.pth")
+    segment.add_argument("--checkpoint", "-c", metavar="PTH", help=CHECKPOINT_HELP)
     segment.add_argument(
         "--trust-checkpoint",
         action="store_true",
         help="allow a checkpoint that needs arbitrary code to unpickle (only for files you trust)",
     )
+    add_offline_argument(segment)
     segment.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run the model")
     segment.add_argument(
         "--precision",
@@ -123,12 +124,6 @@ def run_segment(args: argparse.Namespace) -> int:
         _check_onnx_arguments(args)
     elif args.onnx_dir is not None:
         raise SammedError("--onnx-dir is only used with --backend onnx")
-    elif args.checkpoint is None:
-        where = f" from {spec.source_url}" if spec.source_url else ""
-        raise SammedError(
-            f"--checkpoint is required: download {spec.checkpoint_file or 'the weights'}{where} "
-            "(sammed does not bundle model weights yet)"
-        )
     if args.backend == "torch" and args.device == "cuda" and not torch.cuda.is_available():
         raise SammedError("--device cuda requested but no CUDA device is available")
 
@@ -145,8 +140,9 @@ def run_segment(args: argparse.Namespace) -> int:
         with step(f"loading ONNX model from {args.onnx_dir}"):
             session = Session(_load_onnx_model(args), image, max_windows=args.max_windows)
     else:
+        checkpoint = resolve_checkpoint(args, spec.name)  # bundled, cached or downloaded once
         with step(f"loading {spec.name} weights"):
-            model = build_model(spec.name, checkpoint=args.checkpoint, trust_checkpoint=args.trust_checkpoint)
+            model = build_model(spec.name, checkpoint=checkpoint, trust_checkpoint=args.trust_checkpoint)
         session = Session(model, image, device=args.device, precision=args.precision, max_windows=args.max_windows)
     if box is not None:
         with step("box prompt (encodes the model window)"):

@@ -14,7 +14,7 @@ import argparse
 
 import numpy as np
 
-from sammed.cli.common import console, step
+from sammed.cli.common import console, resolve_checkpoint, step
 from sammed.errors import PromptError, SammedError
 
 EPILOG_2D = """\
@@ -152,8 +152,9 @@ def _load_model(args: argparse.Namespace, spec):
         if spec is not None and model.spec.name != spec.name:
             raise SammedError(f"--onnx-dir {args.onnx_dir} holds {model.spec.name}, not {spec.name}")
         return model
+    checkpoint = resolve_checkpoint(args, spec.name)  # bundled, cached or downloaded once
     with step(f"loading {spec.name} weights"):
-        return build_model(spec.name, checkpoint=args.checkpoint, trust_checkpoint=args.trust_checkpoint).to(
+        return build_model(spec.name, checkpoint=checkpoint, trust_checkpoint=args.trust_checkpoint).to(
             args.device
         )
 
@@ -168,12 +169,6 @@ def run_segment2d(args: argparse.Namespace) -> int:
 
     _check_flags(args)
     spec = get_model_spec(args.model) if args.model is not None else None
-    if args.backend == "torch" and args.checkpoint is None:
-        where = f" from {spec.source_url}" if spec.source_url else ""
-        raise SammedError(
-            f"--checkpoint is required: download {spec.checkpoint_file or 'the weights'}{where} "
-            "(sammed does not bundle model weights yet)"
-        )
     if args.device == "cuda" and args.backend == "torch" and not torch.cuda.is_available():
         raise SammedError("--device cuda requested but no CUDA device is available")
     if not args.point and not args.box:

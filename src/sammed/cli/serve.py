@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sammed.cli.common import add_model_arguments, console
+from sammed.cli.common import add_model_arguments, console, resolve_checkpoint
 
 _SERVE_EPILOG = """\
 examples:
@@ -58,7 +58,7 @@ def config_from_args(args: argparse.Namespace):
 
     return ServerConfig(
         model=args.model,
-        checkpoint=Path(args.checkpoint) if args.checkpoint else None,
+        checkpoint=resolve_checkpoint(args, args.model, random_weights=args.allow_random_weights),
         trust_checkpoint=args.trust_checkpoint,
         allow_random_weights=args.allow_random_weights,
         device=args.device,

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from sammed.cli.common import console
+from sammed.cli.common import add_offline_argument, console, resolve_checkpoint
 from sammed.errors import SammedError
 
 _TRAIN_EPILOG = """\
@@ -49,7 +49,9 @@ def register(commands) -> None:
     train.add_argument("--out", "-o", required=True, help="run folder: checkpoints, metrics.csv, cache")
     train.add_argument("--model", "-m", default="sam-med3d-turbo", help="registered model name (architecture)")
     train.add_argument("--stage", type=int, choices=[1, 2], default=1, help="1: from scratch (lr 8e-4); 2: fine-tune a checkpoint (lr 8e-5)")
-    train.add_argument("--checkpoint", "-c", help="initial weights (fine-tuning; required by --stage 2)")
+    train.add_argument("--checkpoint", "-c", metavar="PTH",
+                       help="initial weights: a file or a model name (fine-tuning; --stage 2 without it starts from --model's weights)")
+    add_offline_argument(train)
     train.add_argument("--resume", action="store_true", help="continue from OUT/latest.pth (weights, optimizer, schedule, epoch)")
     train.add_argument("--epochs", type=int)
     train.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
@@ -100,7 +102,7 @@ def run_train(args: argparse.Namespace) -> int:
     config = TrainConfig.for_stage(
         args.stage,
         model=spec.name,
-        init_checkpoint=args.checkpoint,
+        init_checkpoint=_initial_weights(args, spec),
         epochs=args.epochs,
         max_steps=args.max_steps,
         time_limit_minutes=args.time_limit,
@@ -139,10 +141,17 @@ def _run_train_2d(args: argparse.Namespace, spec) -> int:
     options = {
         "epochs": args.epochs, "max_steps": args.max_steps, "time_limit_minutes": args.time_limit,
         "batch_size": args.batch_size, "lr": args.lr, "milestones": args.milestones,
-        "num_workers": args.workers, "seed": args.seed, "init_checkpoint": args.checkpoint,
+        "num_workers": args.workers, "seed": args.seed, "init_checkpoint": _initial_weights(args, spec),
     }
     config = Train2DConfig(model=spec.name, **{k: v for k, v in options.items() if v is not None})
     summary = train_2d(config, args.data, args.out, device=args.device)
     if summary.checkpoint is not None and os.environ.get("RANK", "0") == "0":
         console.print(f"trained {summary.batches} batches; checkpoint {summary.checkpoint}")
     return 0
+
+
+def _initial_weights(args: argparse.Namespace, spec) -> str | None:
+    """--checkpoint as a file or a model name; --stage 2 without it fine-tunes --model's own weights."""
+    if args.checkpoint is None and args.stage != 2:
+        return None
+    return str(resolve_checkpoint(args, spec.name))

@@ -2,8 +2,9 @@
 
 Each family module lists its :class:`ModelSpec` entries (``sam3d/specs.py``,
 ``sam2d/specs.py``...) and this module collects them. An entry records where the official
-weights come from (file name, URL, licence, sha256 when known) so ``sammed models info NAME``
-can tell a user what to download and whether a file they have is the right one.
+weights come from (file name, page, direct download URL, licence, sha256 when known) so
+``sammed models info NAME`` can tell a user what to download, and ``sammed.models.weights`` can
+fetch, verify and cache the file when a command names the model.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ class ModelSpec:
     builder: Callable[[Any], nn.Module]
     preprocessing: Any = None
     checkpoint_file: str | None = None
-    source_url: str | None = None
+    source_url: str | None = None  # where a person finds the weights (a web page)
+    download_url: str | None = None  # the file itself, fetched on first use (None: no direct download)
+    bundled_path: Path | None = None  # weights shipped inside the package (used before any cache)
     license: str | None = None
     sha256: str | None = None
     citation: str | None = None
@@ -78,13 +81,22 @@ def build_model(
     name: str,
     checkpoint: str | Path | None = None,
     trust_checkpoint: bool = False,
+    pretrained: bool = False,
     **overrides,
 ) -> nn.Module:
     """Build a registered model, optionally loading a checkpoint strictly; returns it in eval mode.
 
     ``overrides`` change architecture fields of the entry's config (e.g. ``encoder_depth=6``).
+    Without ``checkpoint`` the result is the untrained architecture (the bundled model excepted:
+    its weights are part of its build), so building never touches the network by surprise;
+    ``pretrained=True`` loads the registry's weights: bundled, else cached under ``$SAMMED_HOME``,
+    else downloaded once (refused when ``SAMMED_OFFLINE=1``).
     """
     spec = get_model_spec(name)
+    if checkpoint is None and pretrained:
+        from sammed.models.weights import require_weights
+
+        checkpoint = require_weights(spec)
     model = spec.build(**overrides)
     if checkpoint is not None:
         state_dict = extract_state_dict(read_checkpoint(checkpoint, trust_checkpoint=trust_checkpoint))

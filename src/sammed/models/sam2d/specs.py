@@ -32,6 +32,7 @@ def _sam_entry(size: str, config: Sam2DConfig, file_name: str, sha256: str, para
         preprocessing=LongestSidePipeline(),
         checkpoint_file=file_name,
         source_url=SAM_DOWNLOAD + file_name,
+        download_url=SAM_DOWNLOAD + file_name,
         license="Apache-2.0",
         # The file name's 6-hex suffix is the start of the file's MD5; these are the SHA-256s.
         sha256=sha256,

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sammed.errors import CheckpointError
 from sammed.models.checkpoint import extract_state_dict, load_weights, read_checkpoint
-from sammed.models.registry import ModelSpec, register
+from sammed.models.registry import ModelSpec, get_model_spec, register
 from sammed.models.sam3d.model import SamMed3D, SamMed3DConfig, build_sam_med3d
 from sammed.models.sam3d.prompt_encoder import PromptEncoder3D
 from sammed.models.sam3d.specs import Preprocessing3D
+from sammed.models.weights import bundled_weights
 
 DEMO_MODEL_NAME = "sammed-demo-3d"
 DEMO_WEIGHTS = Path(__file__).resolve().parents[2] / "data" / "sammed_demo_3d.pth"
@@ -65,9 +65,8 @@ def build_demo_model(config: SamMed3DConfig) -> SamMed3D:
     model = build_demo_network(config)
     if config != DEMO_CONFIG or not config.extra.get(LOAD_BUNDLED, True):  # overrides: weights cannot fit
         return model
-    if not DEMO_WEIGHTS.is_file():
-        raise CheckpointError(f"the bundled weights of {DEMO_MODEL_NAME} are missing: {DEMO_WEIGHTS}")
-    load_weights(model, extract_state_dict(read_checkpoint(DEMO_WEIGHTS)), model_name=DEMO_MODEL_NAME)
+    weights = bundled_weights(get_model_spec(DEMO_MODEL_NAME))  # checked against the registry's sha256
+    load_weights(model, extract_state_dict(read_checkpoint(weights)), model_name=DEMO_MODEL_NAME)
     return model
 
 
@@ -86,6 +85,7 @@ DEMO_SPEC = register(
         preprocessing=DEMO_PREPROCESSING,
         checkpoint_file=DEMO_WEIGHTS.name,
         source_url="bundled with sammed (sammed/data)",
+        bundled_path=DEMO_WEIGHTS,
         license="Apache-2.0 (weights); training data licences in the model card",
         sha256="0d46ce57cd306e6d5bb7b8f4e95359d03abbb8b5d737dd4a0036328a6fa6a2f5",
         citation="sammed model card: sammed/data/MODEL_CARD_sammed-demo-3d.md",

@@ -28,37 +28,62 @@ CITATION = (
     "Medical Images, ECCV 2024 BIC workshop (arXiv:2310.15161)"
 )
 
-SPECS = [
-    ModelSpec(
-        name="sam-med3d-turbo",
+HF_REPO = "https://huggingface.co/blueyo0/SAM-Med3D"
+TURBO = SamMed3DConfig()
+# The CVPR-2025 challenge branch (uni-medical/SAM-Med3D, CVPR25_3DFM; its readme.md lists the files)
+# builds vit_b_ori with num_point_embeddings = 4 (positive/negative click + two box corners) and its
+# train.py saves {'model_state_dict': ..., optimizer, args...} as main does.
+TURBO_BBOX = SamMed3DConfig(num_point_embeddings=4)
+
+
+def _hf_entry(name: str, file_name: str, config: SamMed3DConfig, description: str, **fields) -> ModelSpec:
+    """An official SAM-Med3D file hosted in the authors' Hugging Face repository (Apache-2.0)."""
+    return ModelSpec(
+        name=name,
         family="sam-med3d",
         dims=3,
-        description="SAM-Med3D-turbo (official vit_b_ori): 3D ViT-B, 128^3 input at 1.5 mm, point prompts",
-        config=SamMed3DConfig(),
+        description=description,
+        config=config,
         builder=build_sam_med3d,
         preprocessing=Preprocessing3D(),
-        checkpoint_file="sam_med3d_turbo.pth",
-        source_url="https://huggingface.co/blueyo0/SAM-Med3D/blob/main/sam_med3d_turbo.pth",
+        checkpoint_file=file_name,
+        source_url=f"{HF_REPO}/blob/main/{file_name}",
+        download_url=f"{HF_REPO}/resolve/main/{file_name}",
         license="Apache-2.0",
-        sha256=None,  # not verifiable offline; record it once a release hash is published
+        sha256=None,  # no hash is published; the first download records the file's digest
         citation=CITATION,
+        **fields,
+    )
+
+
+SPECS = [
+    _hf_entry(
+        "sam-med3d-turbo",
+        "sam_med3d_turbo.pth",
+        TURBO,
+        "SAM-Med3D-turbo (official vit_b_ori): 3D ViT-B, 128^3 input at 1.5 mm, point prompts",
         aliases=("sam-med3d", "vit_b_ori"),
     ),
-    ModelSpec(
-        name="sam-med3d-turbo-bbox",
-        family="sam-med3d",
-        dims=3,
-        description=(
-            "SAM-Med3D CVPR-2025 challenge variant: turbo architecture plus two box-corner "
-            "embeddings (point_embeddings.2/3); accepts 3D boxes"
-        ),
-        config=SamMed3DConfig(num_point_embeddings=4),
-        builder=build_sam_med3d,
-        preprocessing=Preprocessing3D(),
-        checkpoint_file="sam_med3d_turbo_bbox_cvpr_coreset.pth",
-        source_url="https://huggingface.co/blueyo0/SAM-Med3D (branch CVPR25_3DFM checkpoints)",
-        license="Apache-2.0",
-        citation=CITATION,
+    _hf_entry(
+        "sam-med3d-turbo-bbox",
+        "sam_med3d_turbo_cvpr_coreset.pth",
+        TURBO_BBOX,
+        "SAM-Med3D CVPR-2025 challenge baseline, coreset track (10% of the data): turbo plus two "
+        "box-corner embeddings (point_embeddings.2/3); accepts 3D boxes",
+        aliases=("sam-med3d-cvpr25-coreset",),
+    ),
+    _hf_entry(
+        "sam-med3d-cvpr25-alldata",
+        "sam_med3d_turbo_cvpr_alldata.pth",
+        TURBO_BBOX,
+        "SAM-Med3D CVPR-2025 challenge baseline, all-data track: same layout as sam-med3d-turbo-bbox",
+    ),
+    _hf_entry(
+        "sam-med3d-turbo-bbox-init",
+        "sam_med3d_turbo_bbox_init.pth",
+        TURBO_BBOX,
+        "Starting point of the CVPR-2025 fine-tuning: turbo with randomly initialised box-corner "
+        "embeddings (for 'sammed train --stage 2'; its boxes are untrained)",
     ),
     ModelSpec(
         name="sam-med3d-tiny",
