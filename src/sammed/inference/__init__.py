@@ -1,6 +1,7 @@
-"""Inference: model windows around prompts, interactive sessions, the official protocol."""
+"""Inference: model windows around prompts, interactive sessions (3D), the 2D predictor, the official protocol."""
 
+from sammed.inference.predictor2d import Predictor2D
 from sammed.inference.roi import RoiGrid
 from sammed.inference.session import ObjectState, Session
 
-__all__ = ["ObjectState", "RoiGrid", "Session"]
+__all__ = ["ObjectState", "Predictor2D", "RoiGrid", "Session"]
