@@ -4,7 +4,8 @@
 # Usage: scripts/demo.sh [--out liver_mask.nii.gz]
 #            offline, with sammed's own bundled model sammed-demo-3d (no download)
 #        scripts/demo.sh --checkpoint PATH/TO/sam_med3d_turbo.pth [--out ...]
-#            with the published SAM-Med3D-turbo weights
+#            with the published SAM-Med3D-turbo weights (a file; or --checkpoint sam-med3d-turbo
+#            to fetch and cache them by name)
 # Other options are passed on to 'sammed segment' (e.g. --device cuda).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,11 +26,11 @@ done
 if [ -n "$checkpoint" ]; then
   model=(--model sam-med3d-turbo --checkpoint "$checkpoint")
 else
-  # The bundled weights file ships inside the package.
-  weights=$($py -c "from sammed.models.sam3d.demo_spec import DEMO_WEIGHTS; print(DEMO_WEIGHTS)")
-  model=(--model sammed-demo-3d --checkpoint "$weights")
+  # Named, not given by path: the bundled weights resolve by name (no download, works offline).
+  model=(--model sammed-demo-3d)
   echo "note: sammed-demo-3d is a tiny demo model trained on a CPU (held-out Dice about 0.2 after one click;" \
-       "see sammed/data/MODEL_CARD_sammed-demo-3d.md). For real segmentation pass --checkpoint sam_med3d_turbo.pth." >&2
+       "see sammed/data/MODEL_CARD_sammed-demo-3d.md). For real segmentation pass --checkpoint sam-med3d-turbo" \
+       "(downloaded once into the cache) or a path to sam_med3d_turbo.pth." >&2
 fi
 .venv/bin/sammed segment "$sample" --point "$point" --out "$out" "${model[@]}" "${args[@]}"
 echo "mask: $(cd "$(dirname "$out")" && pwd)/$(basename "$out")"
