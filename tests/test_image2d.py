@@ -124,7 +124,7 @@ def test_slice_orientation_and_mask_back_on_the_volume(tmp_path, axis, plane_axe
 
 
 def test_png_mask_is_written_atomically_at_the_picture_size(tmp_path) -> None:
-    PILImage.fromarray(np.zeros((5, 8), dtype=np.uint8)).save(tmp_path / "picture.png")
+    PILImage.fromarray(np.arange(40, dtype=np.uint8).reshape(5, 8)).save(tmp_path / "picture.png")
     image = read_image_2d(tmp_path / "picture.png")
     out = tmp_path / "mask.png"
     out.write_bytes(b"old")

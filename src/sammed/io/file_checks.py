@@ -77,8 +77,31 @@ def check_content_matches_suffix(path: Path, suffix: str) -> None:
         first = raw.split(b"\n", 1)[0]
         if not _METAIMAGE_KEY.match(first) or b"ElementDataFile" not in raw:
             raise _fail(path, f"not a MetaImage file (no 'Key = value' header with ElementDataFile) although it is named {suffix}")
+        _check_metaimage_dimensions(path, raw)
     elif suffix == ".dcm" and not looks_like_dicom(path) and not _looks_like_raw_dicom(raw):
         raise _fail(path, "not a DICOM file (no 'DICM' preamble and no DICOM data elements)")
+
+
+_MAX_DIMENSIONS = 4  # 3D + time/components; ITK's MetaIO reader crashes on absurd NDims
+
+
+def _check_metaimage_dimensions(path: Path, raw: bytes) -> None:
+    """NDims must be 1-4 and DimSize that many positive integers, checked before ITK parses them
+    (MetaIO dereferences past its arrays, and the process dies, on a negative or huge NDims)."""
+    fields: dict[bytes, bytes] = {}
+    for line in raw.split(b"\n"):
+        match = _METAIMAGE_KEY.match(line)
+        if match:
+            fields.setdefault(match.group(1), match.group(2))
+        if match and match.group(1) == b"ElementDataFile":
+            break
+    try:
+        ndims = int(fields.get(b"NDims", b""))
+        sizes = [int(v) for v in fields.get(b"DimSize", b"").split()]
+    except ValueError:
+        raise _fail(path, "its MetaImage header has no valid NDims/DimSize integers") from None
+    if not 1 <= ndims <= _MAX_DIMENSIONS or len(sizes) != ndims or min(sizes) < 1:
+        raise _fail(path, f"its MetaImage header gives NDims {ndims} and DimSize {sizes}: not a valid image size")
 
 
 def _looks_like_raw_dicom(raw: bytes) -> bool:
@@ -213,6 +236,9 @@ def check_nifti_spacing(path: Path, head: bytes) -> None:
         if len(head) >= 348 and struct.unpack(endian + "i", head[:4])[0] == 348:
             ndim = struct.unpack(endian + "h", head[40:42])[0]
             pixdim = struct.unpack(endian + "8f", head[76:108])
+            vox_offset = struct.unpack(endian + "f", head[108:112])[0]
+            if not (np.isfinite(vox_offset) and vox_offset >= 0):
+                raise _fail(path, f"its header gives an invalid voxel data offset ({vox_offset:g})")
             break
         if len(head) >= 540 and struct.unpack(endian + "i", head[:4])[0] == 540:
             ndim = struct.unpack(endian + "q", head[16:24])[0]
@@ -229,16 +255,24 @@ def check_nifti_spacing(path: Path, head: bytes) -> None:
 # --------------------------------------------------------------------------- gzip integrity
 
 
-def verify_gzip_stream(path: Path) -> None:
-    """Decompress ``path`` end to end, discarding the output, so zlib checks every CRC-32.
+GZIP_WBITS = 31  # zlib's gzip wrapper: checks CRC-32 and length at each member's end
+ZLIB_WBITS = 15  # zlib wrapper (MetaImage CompressedData): checks Adler-32
+
+
+def verify_compressed_stream(path: Path, offset: int = 0, wbits: int = GZIP_WBITS) -> None:
+    """Decompress ``path`` from ``offset`` to its end, discarding the output, so zlib checks
+    every checksum and that the stream is complete.
 
     A bit flip inside a complete .nii.gz passes ITK's reader (it stops at the voxel count and
-    never reads the trailer), giving half a volume of wrong voxels. Output is bounded per
-    call so a decompression bomb costs time, not memory.
+    never reads the trailer), giving half a volume of wrong voxels; a compressed NRRD cut in
+    its trailer reads without a word. Output is bounded per call so a decompression bomb
+    costs time, not memory.
     """
-    inflater = zlib.decompressobj(wbits=31)
+    what = "gzip" if wbits == GZIP_WBITS else "zlib"
+    inflater = zlib.decompressobj(wbits=wbits)
     try:
         with open(path, "rb") as fh:
+            fh.seek(offset)
             while True:
                 data = fh.read(1 << 20)
                 if not data:
@@ -247,30 +281,57 @@ def verify_gzip_stream(path: Path) -> None:
                     inflater.decompress(data, 1 << 22)
                     if inflater.eof:
                         data = inflater.unused_data
-                        if data.strip(b"\x00"):  # another gzip member follows
-                            inflater = zlib.decompressobj(wbits=31)
+                        if wbits == GZIP_WBITS and data.strip(b"\x00"):  # another gzip member follows
+                            inflater = zlib.decompressobj(wbits=wbits)
                         else:
                             data = b""
                     else:
                         data = inflater.unconsumed_tail
     except zlib.error as exc:
-        raise _fail(path, f"corrupt gzip data ({exc})") from None
+        raise _fail(path, f"corrupt {what} data ({exc})") from None
     if not inflater.eof:
-        raise _fail(path, "the gzip stream is truncated")
+        raise _fail(path, f"the {what} stream is truncated")
 
 
-class GzipVerifier:
-    """Runs :func:`verify_gzip_stream` in a thread beside the decoder (zlib and ITK both release
-    the GIL, so on two cores the check adds almost nothing to the read time)."""
+def compressed_payload(path: Path, suffix: str) -> tuple[int, int] | None:
+    """(offset, wbits) of the compressed voxel stream inside a single-file image, if it has one.
 
-    def __init__(self, path: Path) -> None:
+    .nii.gz is gzip from byte 0; an NRRD with ``encoding: gzip`` holds a gzip stream after its
+    header's blank line; a MetaImage with ``CompressedData = True`` a zlib stream after
+    ``ElementDataFile = LOCAL``.
+    """
+    if suffix == ".nii.gz":
+        return 0, GZIP_WBITS
+    if suffix not in (".nrrd", ".mha"):
+        return None
+    with open(path, "rb") as fh:
+        raw = fh.read(_HEADER_PROBE_BYTES)
+    if suffix == ".nrrd":
+        end = raw.find(b"\n\n")
+        header = raw[: max(end, 0)].lower()
+        if end < 0 or not re.search(rb"^encoding:\s*(gzip|gz)\s*$", header, re.M):
+            return None
+        return end + 2, GZIP_WBITS
+    marker = re.search(rb"^ElementDataFile\s*=\s*LOCAL\s*?\r?\n", raw, re.M)
+    if marker is None or not re.search(rb"^CompressedData\s*=\s*True\s*$", raw[: marker.start()], re.M | re.I):
+        return None
+    return marker.end(), ZLIB_WBITS
+
+
+class StreamVerifier:
+    """Runs :func:`verify_compressed_stream` in a thread beside the decoder (zlib and ITK both
+    release the GIL, so on two cores the check adds almost nothing to the read time)."""
+
+    def __init__(self, path: Path, offset: int, wbits: int) -> None:
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(path,), daemon=True, name="sammed-gzip-check")
+        self._thread = threading.Thread(
+            target=self._run, args=(path, offset, wbits), daemon=True, name="sammed-stream-check"
+        )
         self._thread.start()
 
-    def _run(self, path: Path) -> None:
+    def _run(self, path: Path, offset: int, wbits: int) -> None:
         try:
-            verify_gzip_stream(path)
+            verify_compressed_stream(path, offset, wbits)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             self._error = exc
 

@@ -24,10 +24,11 @@ from sammed.io.dicom import looks_like_dicom, read_dicom_series
 from sammed.io.file_checks import (
     EXTERNAL_DATA_POLICIES,
     ExternalDataPolicy,
-    GzipVerifier,
+    StreamVerifier,
     check_content_matches_suffix,
     check_external_data,
     check_nifti_spacing,
+    compressed_payload,
     path_is_inside,
 )
 from sammed.io.image import Geometry, Image
@@ -127,7 +128,10 @@ def _nifti_layout(head: bytes) -> tuple[int, int] | None:
         if len(head) >= 348 and struct.unpack(endian + "i", head[:4])[0] == 348:
             dims = struct.unpack(endian + "8h", head[40:56])
             bitpix = struct.unpack(endian + "h", head[72:74])[0]
-            offset = int(struct.unpack(endian + "f", head[108:112])[0])
+            vox_offset = struct.unpack(endian + "f", head[108:112])[0]
+            if not np.isfinite(vox_offset):
+                return None  # refused by check_nifti_spacing before ITK reads the file
+            offset = int(vox_offset)
             break
         if len(head) >= 540 and struct.unpack(endian + "i", head[:4])[0] == 540:
             bitpix = struct.unpack(endian + "h", head[14:16])[0]
@@ -266,15 +270,17 @@ def _read_sitk(path: Path, policy: ExternalDataPolicy) -> sitk.Image:
     if suffix in READ_SUFFIXES:
         check_content_matches_suffix(path, suffix)
     check_external_data(path, suffix, policy)
-    if suffix not in (".nii", ".nii.gz"):
-        return sitk.ReadImage(str(path))
-    check_nifti_spacing(path, _nifti_head(path, suffix == ".nii.gz"))
-    verifier = GzipVerifier(path) if suffix == ".nii.gz" else None
+    if suffix in (".nii", ".nii.gz"):
+        check_nifti_spacing(path, _nifti_head(path, suffix == ".nii.gz"))
+    payload = compressed_payload(path, suffix)
+    verifier = StreamVerifier(path, *payload) if payload is not None else None
     try:
-        img = _read_nifti(path, suffix)
+        img = _read_nifti(path, suffix) if suffix in (".nii", ".nii.gz") else sitk.ReadImage(str(path))
     finally:
         if verifier is not None:
             verifier.result()  # a corrupt stream outranks whatever ITK made of it
+    if suffix not in (".nii", ".nii.gz"):
+        return img
     check_nifti_complete(path)
     return img
 
