@@ -219,5 +219,5 @@ def test_max_windows_flag(capsys, tmp_path, sample_ct, tiny_checkpoint) -> None:
     assert read_image(out).geometry.same_grid(read_image(sample_ct).geometry)
     code, err = run_cli(capsys, "segment", sample_ct, "-p", "84,58,20", "--max-windows", "0", "-o",
                         tmp_path / "none.nii.gz", "-m", "sam-med3d-tiny", "-c", tiny_checkpoint)
-    assert_user_error(code, err, "max_windows")
+    assert_user_error(code, err, "--max-windows")
     assert not (tmp_path / "none.nii.gz").exists()

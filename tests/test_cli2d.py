@@ -213,7 +213,7 @@ def test_volume_without_slice_and_slice_out_of_range(capsys, tmp_path, data_dir)
     out = tmp_path / "mask.nii.gz"
     assert_user_error(*segment_2d(capsys, ct, out, "--box", "1,1,10,10"), "3D volume", "--slice")
     assert_user_error(*segment_2d(capsys, ct, out, "--slice", "30", "--box", "1,1,10,10"), "slice 30", "0 to 29")
-    assert_user_error(*segment_2d(capsys, ct, out, "--slice", "-1", "--box", "1,1,10,10"), "slice -1")
+    assert_user_error(*segment_2d(capsys, ct, out, "--slice", "-1", "--box", "1,1,10,10"), "--slice", "-1")
     assert_user_error(*segment_2d(capsys, ct, tmp_path / "m.png", "--slice", "3", "--box", "1,1,10,10"), ".nii.gz")
     assert not out.exists() and not (tmp_path / "m.png").exists()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 from sammed import __version__
@@ -19,8 +20,15 @@ from sammed.errors import SammedError
 SUBCOMMANDS = ["sammed.cli.segment", "sammed.cli.models", "sammed.cli.serve", "sammed.cli.export", "sammed.cli.eval", "sammed.cli.train"]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes print one line (and where to find help), not the whole usage block."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"sammed: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="sammed",
         description="Promptable segmentation of medical images with SAM-Med3D, SAM-Med2D, SAM-UNet and SAM.",
     )
@@ -31,9 +39,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Options whose value may start with '-' (a negative coordinate): argparse would take
+# "--point -60.5,12,80" for two options, so such values are attached to their option first.
+_COORDINATE_OPTIONS = ("--point", "-p", "--box", "-b")
+_NEGATIVE_VALUE = re.compile(r"^-\.?\d")
+
+
+def attach_negative_values(argv: list[str]) -> list[str]:
+    """``["--point", "-60.5,12,80"]`` -> ``["--point=-60.5,12,80"]`` (``-p-60.5,...`` for short options)."""
+    joined: list[str] = []
+    index = 0
+    while index < len(argv):
+        token = argv[index]
+        if token in _COORDINATE_OPTIONS and index + 1 < len(argv) and _NEGATIVE_VALUE.match(argv[index + 1]):
+            value = argv[index + 1]
+            joined.append(f"{token}={value}" if token.startswith("--") else f"{token}{value}")
+            index += 2
+            continue
+        if token == "--":
+            joined.extend(argv[index:])
+            break
+        joined.append(token)
+        index += 1
+    return joined
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(attach_negative_values(sys.argv[1:] if argv is None else list(argv)))
+    except SystemExit as exit_:  # --help, --version, or a usage error already printed in one line
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

@@ -7,6 +7,14 @@ import os
 from pathlib import Path
 
 from sammed.cli.common import add_offline_argument, console, resolve_checkpoint
+from sammed.cli.options import (
+    int_list,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+)
 from sammed.errors import SammedError
 
 _TRAIN_EPILOG = """\
@@ -30,13 +38,6 @@ layout and load with 'sammed segment --checkpoint'; OUT/metrics.csv logs every o
 """
 
 
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
-
-
 def register(commands) -> None:
     train = commands.add_parser(
         "train",
@@ -53,27 +54,27 @@ def register(commands) -> None:
                        help="initial weights: a file or a model name (fine-tuning; --stage 2 without it starts from --model's weights)")
     add_offline_argument(train)
     train.add_argument("--resume", action="store_true", help="continue from OUT/latest.pth (weights, optimizer, schedule, epoch)")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
-    train.add_argument("--time-limit", type=float, metavar="MINUTES", help="stop (and save) after this wall time")
-    train.add_argument("--batch-size", type=int, help="windows per process and micro-batch (default 2)")
-    train.add_argument("--accumulation-steps", type=int, help="micro-batches per optimizer step (default 20)")
-    train.add_argument("--lr", type=float, help="image-encoder learning rate")
-    train.add_argument("--decoder-lr-scale", type=float, help="prompt encoder/decoder lr = lr x this (default 0.1)")
-    train.add_argument("--milestones", type=_int_list, help="epochs where lr drops 10x, e.g. 120,180")
-    train.add_argument("--num-clicks", type=int, help="interaction rounds per sample (default 11)")
+    train.add_argument("--epochs", type=positive_int)
+    train.add_argument("--max-steps", type=positive_int, help="stop after this many optimizer steps")
+    train.add_argument("--time-limit", type=positive_float, metavar="MINUTES", help="stop (and save) after this wall time")
+    train.add_argument("--batch-size", type=positive_int, help="windows per process and micro-batch (default 2)")
+    train.add_argument("--accumulation-steps", type=positive_int, help="micro-batches per optimizer step (default 20)")
+    train.add_argument("--lr", type=positive_float, help="image-encoder learning rate")
+    train.add_argument("--decoder-lr-scale", type=non_negative_float, help="prompt encoder/decoder lr = lr x this (default 0.1)")
+    train.add_argument("--milestones", type=int_list, help="epochs where lr drops 10x, e.g. 120,180")
+    train.add_argument("--num-clicks", type=positive_int, help="interaction rounds per sample (default 11)")
     train.add_argument("--newest-click-only", action="store_true", help="feed only the newest click each round (upstream default)")
-    train.add_argument("--targets-per-window", type=int,
+    train.add_argument("--targets-per-window", type=positive_int,
                        help="decode up to this many classes of each window from one encoder pass (default 1, the official recipe)")
-    train.add_argument("--slab-probability", type=float,
+    train.add_argument("--slab-probability", type=probability,
                        help="that often train on a random 8-32 plane slab of the window, as in limited-coverage scans (default 0)")
     train.add_argument("--centre-on-click", action="store_true",
                        help="centre each window on its first click, as inference does (default: the official bounding-box centre)")
-    train.add_argument("--classes", type=_int_list, metavar="V1,V2", help="label values to train on (default: all)")
-    train.add_argument("--min-voxels", type=int, help="skip class masks with at most this many voxels (default 1000)")
-    train.add_argument("--workers", type=int, help="data-loader processes per training process (default 2)")
+    train.add_argument("--classes", type=int_list, metavar="V1,V2", help="label values to train on (default: all)")
+    train.add_argument("--min-voxels", type=non_negative_int, help="skip class masks with at most this many voxels (default 1000)")
+    train.add_argument("--workers", type=non_negative_int, help="data-loader processes per training process (default 2)")
     train.add_argument("--no-amp", action="store_true", help="full float32 (default: bf16 autocast on CPU, fp16 on CUDA)")
-    train.add_argument("--seed", type=int)
+    train.add_argument("--seed", type=non_negative_int)
     train.add_argument("--cache", help="preprocessing cache folder (default OUT/cache)")
     train.add_argument("--prepare-only", action="store_true", help="build the cache and stop")
     train.add_argument("--export", metavar="PTH", help="also write inference-only float16 weights of the result here")
@@ -85,12 +86,24 @@ def register(commands) -> None:
 def run_train(args: argparse.Namespace) -> int:
     import torch
 
+    from sammed.io.outputs import output_folder, refuse_output_on_input
     from sammed.models import get_model_spec
-    from sammed.training import TrainConfig, build_cache, train
 
     spec = get_model_spec(args.model)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SammedError("--device cuda requested but no CUDA device is available")
+    refuse_output_on_input(args.out, [args.data, args.checkpoint])
+    if args.export:
+        refuse_output_on_input(args.export, [args.data, args.checkpoint, Path(args.out) / "latest.pth"])
+    if args.cache:
+        refuse_output_on_input(args.cache, [args.data, args.checkpoint])
+    with output_folder(args.out):
+        return _run_train(args, spec)
+
+
+def _run_train(args: argparse.Namespace, spec) -> int:
+    from sammed.training import TrainConfig, build_cache, train
+
     if spec.dims == 2:
         return _run_train_2d(args, spec)
     if args.prepare_only:

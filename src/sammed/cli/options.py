@@ -1,0 +1,58 @@
+"""argparse ``type=`` functions that reject bad values while the command line is parsed.
+
+A NaN learning rate, a negative worker count or a probability of 5 must stop the command
+before anything is read, built or written (argparse prints one usage line and exits 2),
+not surface as a traceback minutes later or, worse, train to NaN weights with exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Callable
+
+
+def _number(text: str, kind: type) -> float | int:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def bounded(
+    kind: type, low: float | None = None, high: float | None = None, *, low_open: bool = False
+) -> Callable[[str], float | int]:
+    """A parser for ``kind`` (int or float) within [low, high] (``low_open``: low excluded)."""
+
+    def parse(text: str) -> float | int:
+        value = _number(text, kind)
+        if low is not None and (value < low or (low_open and value == low)):
+            raise argparse.ArgumentTypeError(f"must be {'>' if low_open else '>='} {low:g}, got {text!r}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high:g}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+positive_int = bounded(int, 1)
+non_negative_int = bounded(int, 0)
+positive_float = bounded(float, 0, low_open=True)
+non_negative_float = bounded(float, 0)
+probability = bounded(float, 0, 1)
+port_number = bounded(int, 1, 65535)
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """``"120,180"`` -> (120, 180); at least one value."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected at least one integer, got {text!r}")
+    return values
