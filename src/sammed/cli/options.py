@@ -29,6 +29,8 @@ def bounded(
 
     def parse(text: str) -> float | int:
         value = _number(text, kind)
+        if low is not None and high is not None and not low_open and not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}, got {text!r}")
         if low is not None and (value < low or (low_open and value == low)):
             raise argparse.ArgumentTypeError(f"must be {'>' if low_open else '>='} {low:g}, got {text!r}")
         if high is not None and value > high:
