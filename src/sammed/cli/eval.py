@@ -9,6 +9,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from sammed.cli.common import CHECKPOINT_HELP, add_offline_argument, console, resolve_checkpoint, step
+from sammed.cli.options import non_negative_float, non_negative_int, positive_int
 from sammed.errors import SammedError
 
 _EVAL_EPILOG = """\
@@ -60,24 +61,24 @@ def register(commands) -> None:
     )
     parser.add_argument("--label", metavar="FILE", help="label map of the single image given as --dataset")
     parser.add_argument("--protocol", "-p", required=True, metavar="NAME", help="evaluation protocol (listed below)")
-    parser.add_argument("--clicks", "-n", type=int, metavar="N", help="clicks per class (default 5)")
+    parser.add_argument("--clicks", "-n", type=positive_int, metavar="N", help="clicks per class (default 5)")
     parser.add_argument(
         "--out", "-o", required=True, metavar="DIR", help="report folder (resumed if it holds this run)"
     )
     parser.add_argument(
         "--classes", nargs="+", metavar="CLASS", help="only these classes: label values or names (default: all)"
     )
-    parser.add_argument("--max-cases", type=int, metavar="N", help="only the first N cases (sorted by case id)")
+    parser.add_argument("--max-cases", type=positive_int, metavar="N", help="only the first N cases (sorted by case id)")
     parser.add_argument(
-        "--seed", type=int, default=233, help="seed of the simulated prompts (default 233, as upstream)"
+        "--seed", type=non_negative_int, default=233, help="seed of the simulated prompts (default 233, as upstream)"
     )
     parser.add_argument(
-        "--nsd-tolerance", type=float, metavar="MM", help="NSD tolerance in mm (default: the protocol's, 1 or 2)"
+        "--nsd-tolerance", type=non_negative_float, metavar="MM", help="NSD tolerance in mm (default: the protocol's, 1 or 2)"
     )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run the model")
     parser.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         metavar="N",
         help="CPU threads per process (default: PyTorch's choice; torchrun sets 1). Float sums depend on it, "
         "so rows are bit-identical only between runs with the same threads per process",
@@ -128,6 +129,7 @@ def run_eval(args: argparse.Namespace) -> int:
     import torch
 
     from sammed.evaluation import EvalSettings, load_dataset, resolve_protocol, run_evaluation
+    from sammed.io.outputs import output_folder, refuse_output_on_input
     from sammed.models import build_model, get_model_spec
 
     try:
@@ -141,10 +143,11 @@ def run_eval(args: argparse.Namespace) -> int:
     spec = get_model_spec(args.model)
     if spec.dims != protocol.dims:
         raise SammedError(f"protocol {protocol.name} needs a {protocol.dims}D model; {spec.name} is {spec.dims}D")
-    checkpoint = resolve_checkpoint(args, spec.name)  # bundled, cached or downloaded once
+    refuse_output_on_input(args.out, [args.dataset, args.label, args.checkpoint])
     classes = _classes(args.classes)
     dataset = load_dataset(args.dataset, label=args.label)
     _check_classes(classes, dict(dataset.label_names))
+    checkpoint = resolve_checkpoint(args, spec.name)  # bundled, cached or downloaded once; after the cheap checks
     device = _device(args.device)
     if args.threads is not None:
         if args.threads < 1:
@@ -160,8 +163,9 @@ def run_eval(args: argparse.Namespace) -> int:
             "checkpoint_sha256": _sha256(checkpoint) if root else None, "threads": torch.get_num_threads()}
     settings = EvalSettings(interactions=clicks, seed=args.seed, nsd_tolerance_mm=tolerance, classes=classes,
                             device=device)
-    report = run_evaluation(model, dataset, protocol, settings, args.out, run_info=info,
-                            max_cases=args.max_cases, progress=not args.no_progress)
+    with output_folder(args.out):
+        report = run_evaluation(model, dataset, protocol, settings, args.out, run_info=info,
+                                max_cases=args.max_cases, progress=not args.no_progress)
     if report is not None:
         _print_report(report)
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from sammed.cli.common import add_model_arguments, console, resolve_checkpoint, step
+from sammed.cli.options import bounded
 from sammed.errors import SammedError
 
 _EXPORT_EPILOG = """\
@@ -34,7 +35,7 @@ def register(commands) -> None:
         "export untrained weights without --checkpoint (for testing the tool chain only)",
     )
     export.add_argument("--out", "-o", required=True, metavar="DIR", help="folder for encoder.onnx and decoder.onnx")
-    export.add_argument("--opset", type=int, default=None, help="ONNX opset version, 18 to 23 (default 18)")
+    export.add_argument("--opset", type=bounded(int, 18, 23), default=None, help="ONNX opset version, 18 to 23 (default 18)")
     export.set_defaults(handler=run_export)
 
 
@@ -42,6 +43,7 @@ def run_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from sammed.export.onnx import DEFAULT_OPSET, EXPORTERS, export_model_onnx, require_onnx_exporter
+    from sammed.io.outputs import output_folder, refuse_output_on_input
     from sammed.models import build_model, get_model_spec
 
     spec = get_model_spec(args.model)
@@ -50,15 +52,14 @@ def run_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise SammedError(f"--out {out} exists and is not a folder")
+    refuse_output_on_input(out, [args.checkpoint])
     opset = DEFAULT_OPSET if args.opset is None else args.opset
-    if not 18 <= opset <= 23:
-        raise SammedError(f"--opset must be between 18 and 23, got {opset}")
     require_onnx_exporter()
 
     checkpoint = resolve_checkpoint(args, spec.name, random_weights=args.allow_random_weights)
     with step(f"loading {spec.name}" + (" weights" if checkpoint else " (random weights)")):
         model = build_model(spec.name, checkpoint=checkpoint, trust_checkpoint=args.trust_checkpoint)
-    with step(f"exporting to {out} (opset {opset})"):
+    with step(f"exporting to {out} (opset {opset})"), output_folder(out):
         paths = export_model_onnx(model, out, opset=opset)
     for path in paths:
         console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")

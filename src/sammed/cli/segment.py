@@ -6,6 +6,7 @@ import argparse
 
 from sammed.cli import segment2d
 from sammed.cli.common import CHECKPOINT_HELP, add_offline_argument, console, resolve_checkpoint, step
+from sammed.cli.options import positive_int
 from sammed.errors import SammedError
 
 _SEGMENT_EPILOG = """\
@@ -89,7 +90,7 @@ def register(commands) -> None:
     segment.add_argument("--onnx-dir", metavar="DIR", help="folder written by 'sammed export-onnx' (with --backend onnx)")
     segment.add_argument(
         "--max-windows",
-        type=int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="let a structure larger than one model window (192 mm) grow into up to N overlapping windows",
@@ -108,12 +109,14 @@ def run_segment(args: argparse.Namespace) -> int:
     from sammed.inference import Session
     from sammed.io import read_image, validate_volume
     from sammed.io.writers import WRITE_SUFFIXES
+    from sammed.io.outputs import refuse_output_on_input
     from sammed.io.readers import image_suffix
     from sammed.models import build_model, get_model_spec
     from sammed.prompts import parse_box, parse_point
 
     if image_suffix(args.out) not in WRITE_SUFFIXES:
         raise SammedError(f"cannot write '{args.out}': use one of {', '.join(WRITE_SUFFIXES)}")
+    refuse_output_on_input(args.out, [args.image, args.checkpoint, args.onnx_dir])
     if not args.point and not args.box:
         raise SammedError("give at least one --point or a --box")
     space = "world" if args.world else "voxel"

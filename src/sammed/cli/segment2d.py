@@ -15,6 +15,7 @@ import argparse
 import numpy as np
 
 from sammed.cli.common import console, resolve_checkpoint, step
+from sammed.cli.options import non_negative_int
 from sammed.errors import PromptError, SammedError
 
 EPILOG_2D = """\
@@ -33,7 +34,7 @@ A 2D DICOM file is windowed with its VOI LUT / WindowCenter-Width (else percenti
 def add_arguments(segment: argparse.ArgumentParser) -> None:
     """The 2D-only options of ``sammed segment``."""
     segment.add_argument(
-        "--slice", type=int, default=None, metavar="K", help="2D models: segment slice K of a 3D volume"
+        "--slice", type=non_negative_int, default=None, metavar="K", help="2D models: segment slice K of a 3D volume"
     )
     segment.add_argument(
         "--axis",
@@ -165,6 +166,7 @@ def run_segment2d(args: argparse.Namespace) -> int:
 
     from sammed.inference.predictor2d import Predictor2D
     from sammed.io.image2d import check_mask_path, read_image_2d, write_mask_2d
+    from sammed.io.outputs import refuse_output_on_input
     from sammed.models import get_model_spec
 
     _check_flags(args)
@@ -175,6 +177,7 @@ def run_segment2d(args: argparse.Namespace) -> int:
         raise SammedError("give at least one --point or a --box")
     points = [parse_point_2d(p) for p in args.point]
     box = parse_box_2d(args.box) if args.box else None
+    refuse_output_on_input(args.out, [args.image, args.checkpoint, args.onnx_dir])
 
     with step(f"reading {args.image}"):
         image = read_image_2d(args.image, args.slice, args.axis)
