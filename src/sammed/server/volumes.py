@@ -61,7 +61,7 @@ def refuse_detached_data(path: Path, shown: str) -> None:
     match = _METAIMAGE_DATA.search(head)
     if match and match.group(1).upper() != b"LOCAL":
         raise ServerError(
-            f"'{shown}': MetaImage header names a separate data file ({match.group(1).decode('latin-1')[:80]}); "
+            f"'{shown}': MetaImage header names a separate data file; "
             "this server reads only self-contained files (.mha with ElementDataFile = LOCAL)"
         )
 
