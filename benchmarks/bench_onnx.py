@@ -105,13 +105,13 @@ def main() -> None:
                 return model.predict_low_res(embedding, refine_coords, refine_labels, previous, image_pe=image_pe)
 
             def onnx_first():
-                return onnx_model.predict_low_res(embedding, coords, labels, zeros)
+                return onnx_model.decode(embedding, coords, labels, zeros)
 
             def onnx_refine():
-                return onnx_model.predict_low_res(embedding, refine_coords, refine_labels, previous)
+                return onnx_model.decode(embedding, refine_coords, refine_labels, previous)
 
             rows = [
-                ("encoder 128^3", lambda: model.image_encoder(image), lambda: onnx_model.image_encoder(image)),
+                ("encoder 128^3", lambda: model.image_encoder(image), lambda: onnx_model.encode(image)),
                 ("decoder, first click", torch_first, onnx_first),
                 ("decoder, refinement click", torch_refine, onnx_refine),
             ]

@@ -81,7 +81,7 @@ def test_export_writes_two_self_describing_files(onnx_dir) -> None:
 
 
 def test_encoder_matches_official_and_pytorch(onnx_model, torch_model, fixture_image) -> None:
-    embedding = onnx_model.image_encoder(fixture_image)
+    embedding = onnx_model.encode(fixture_image)
     assert_close(embedding, np.load(SAM3D_FIXTURES / "tiny_encoder.npz")["image_embeddings"], "image_embeddings")
     with torch.no_grad():
         torch.testing.assert_close(embedding, torch_model.image_encoder(fixture_image), **VS_TORCH)
@@ -89,7 +89,7 @@ def test_encoder_matches_official_and_pytorch(onnx_model, torch_model, fixture_i
 
 def test_dense_pe_built_into_the_decoder_is_the_official_one(onnx_model) -> None:
     expected = np.load(SAM3D_FIXTURES / "tiny_encoder.npz")["dense_pe"]
-    assert_close(onnx_model.prompt_encoder.get_dense_pe(), expected, "pe")
+    assert_close(onnx_model.dense_pe, expected, "pe")
 
 
 def assert_matches_recorded_cases(onnx_model, config: str, embedding: torch.Tensor, torch_model=None) -> None:
@@ -99,10 +99,10 @@ def assert_matches_recorded_cases(onnx_model, config: str, embedding: torch.Tens
     for name in names:
         recorded = {k: torch.from_numpy(v) for k, v in np.load(SAM3D_FIXTURES / f"{name}.npz").items()}
         inputs = (embedding, recorded.get("point_coords"), recorded.get("point_labels"), recorded.get("mask_input"))
-        low_res, iou = onnx_model.predict_low_res(*inputs)
+        low_res, iou = onnx_model.decode(*inputs)
         assert_close(low_res, recorded["low_res_masks"].numpy(), "low_res")
         assert_close(iou, recorded["iou_predictions"].numpy(), "iou")
-        final = onnx_model.upscale_logits(low_res)
+        final = onnx_model.upscale(low_res)
         if "final_logits_128_f16" in recorded:
             assert_close(final, recorded["final_logits_128_f16"].float().numpy(), "final_f16")
         voxels = final.numel()
@@ -118,7 +118,7 @@ def assert_matches_recorded_cases(onnx_model, config: str, embedding: torch.Tens
 
 def test_decoder_matches_every_recorded_case(onnx_model, torch_model, fixture_image) -> None:
     """End to end in onnxruntime: its own image embedding feeds its decoder."""
-    assert_matches_recorded_cases(onnx_model, "tiny", onnx_model.image_encoder(fixture_image), torch_model)
+    assert_matches_recorded_cases(onnx_model, "tiny", onnx_model.encode(fixture_image), torch_model)
 
 
 @pytest.mark.slow
@@ -127,10 +127,10 @@ def test_turbo_export_matches_the_official_outputs(tmp_path, fixture_image) -> N
     model.load_state_dict(fixture_weights("turbo"))
     onnx_model = OnnxSamMed3D(*export_sam_med3d_onnx(model, tmp_path))
     del model
-    embedding = onnx_model.image_encoder(fixture_image)
+    embedding = onnx_model.encode(fixture_image)
     recorded = np.load(SAM3D_FIXTURES / "turbo_encoder.npz")
     assert_close(embedding, recorded["image_embeddings"], "image_embeddings")
-    assert_close(onnx_model.prompt_encoder.get_dense_pe(), recorded["dense_pe"], "pe")
+    assert_close(onnx_model.dense_pe, recorded["dense_pe"], "pe")
     assert_matches_recorded_cases(onnx_model, "turbo", embedding)
 
 
@@ -141,7 +141,7 @@ def test_decoder_dynamic_prompts_and_no_mask_match_pytorch(onnx_model, torch_mod
         coords = torch.randint(0, 128, (batch, clicks, 3), generator=generator).float()
         labels = torch.randint(0, 2, (batch, clicks), generator=generator).float()
         mask = torch.randn(batch, 1, 32, 32, 32, generator=generator) if with_mask else None
-        low_res, iou = onnx_model.predict_low_res(embedding, coords, labels, mask)
+        low_res, iou = onnx_model.decode(embedding, coords, labels, mask)
         with torch.no_grad():
             expected_low_res, expected_iou = torch_model.predict_low_res(embedding, coords, labels, mask)
         assert low_res.shape == (batch, 1, 32, 32, 32)

@@ -183,17 +183,17 @@ def test_session_limit_and_expiry(checkpoint, root):
 def test_failing_model_call_does_not_take_the_server_down(client):
     _, key, url = open_session(client)
     model = client.app.state.sammed.worker.model
-    original = model.predict_low_res
+    original = model.decode
 
     def broken(*args, **kwargs):
         raise RuntimeError("simulated model failure")
 
-    model.predict_low_res = broken
+    model.decode = broken
     try:
         quiet = TestClient(client.app, base_url="http://127.0.0.1", raise_server_exceptions=False)
         failed = quiet.post(f"{url}/points", json={"position": LIVER}, headers=key)
         assert failed.status_code == 500 and "keeps running" in failed.json()["detail"]
     finally:
-        model.predict_low_res = original
+        model.decode = original
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.post(f"{url}/points", json={"position": LIVER}, headers=key).json()["object_voxels"] > 0

@@ -15,7 +15,23 @@ from sammed.io import Geometry, Image, read_image, to_sitk
 from sammed.models import build_model
 
 
-class SphereModel(nn.Module):
+class _FakeModel3D(nn.Module):
+    """The PromptableModel3D members every stand-in shares: a turbo-sized window, no boxes."""
+
+    window_voxels = 128
+    window_spacing_mm = 1.5
+    low_res_size = 32
+    supports_boxes = False
+
+    @property
+    def device(self) -> torch.device:
+        return self.anchor.device
+
+    def upscale(self, low_res):
+        return F.interpolate(low_res, size=(128, 128, 128), mode="trilinear", align_corners=False)
+
+
+class SphereModel(_FakeModel3D):
     """Stand-in for SAM-Med3D whose logits are a ball of RADIUS_MM around the newest positive click.
 
     It makes the geometry of the whole window -> original-grid path checkable without weights.
@@ -26,20 +42,17 @@ class SphereModel(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.anchor = nn.Parameter(torch.zeros(1))
-        self.config = type("Config", (), {"img_size": 128})()
-        self.prompt_encoder = type("PE", (), {"supports_boxes": False, "get_dense_pe": lambda _: None})()
-        self.low_res_size = 32
-        self.image_encoder = lambda x: torch.zeros(1, 384, 8, 8, 8)
 
-    def predict_low_res(self, embedding, coords, labels, mask_input, boxes=None, image_pe=None):
+    def encode(self, window):
+        return torch.zeros(1, 384, 8, 8, 8)
+
+    def decode(self, embedding, coords, labels, mask_input, boxes=None):
         center = coords[0, labels[0] == 1][-1]  # window voxel index (A0, A1, A2)
         grid = (torch.arange(32, dtype=torch.float32) + 0.5) * 4 - 0.5  # low-res cell centres in window voxels
         d0, d1, d2 = torch.meshgrid(grid - center[0], grid - center[1], grid - center[2], indexing="ij")
         distance_mm = torch.sqrt(d0**2 + d1**2 + d2**2) * 1.5
         return (self.RADIUS_MM - distance_mm)[None, None], torch.ones(1, 1)
 
-    def upscale_logits(self, low_res):
-        return F.interpolate(low_res, size=(128, 128, 128), mode="trilinear", align_corners=False)
 
 
 def _synthetic_image(direction: np.ndarray, spacing=(0.8, 0.9, 2.5), size=(90, 80, 40)) -> Image:
@@ -225,7 +238,7 @@ def test_tight_paste_back_equals_resampling_the_whole_window(direction) -> None:
     np.testing.assert_array_equal(tight, full)
 
 
-class BrightnessModel(nn.Module):
+class BrightnessModel(_FakeModel3D):
     """Stand-in whose logits are the window's (normalised) intensity: it segments bright voxels.
 
     Enough to check that a structure longer than one window is followed across windows.
@@ -234,16 +247,13 @@ class BrightnessModel(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.anchor = nn.Parameter(torch.zeros(1))
-        self.config = type("Config", (), {"img_size": 128})()
-        self.prompt_encoder = type("PE", (), {"supports_boxes": False, "get_dense_pe": lambda _: None})()
-        self.low_res_size = 32
-        self.image_encoder = lambda window: F.avg_pool3d(window, 4)
 
-    def predict_low_res(self, embedding, coords, labels, mask_input, boxes=None, image_pe=None):
+    def encode(self, window):
+        return F.avg_pool3d(window, 4)
+
+    def decode(self, embedding, coords, labels, mask_input, boxes=None):
         return embedding - 1.0, torch.ones(1, 1)
 
-    def upscale_logits(self, low_res):
-        return F.interpolate(low_res, size=(128, 128, 128), mode="trilinear", align_corners=False)
 
 
 def _tube_image() -> Image:

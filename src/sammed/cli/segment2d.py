@@ -72,7 +72,7 @@ def refuse_2d_arguments(args: argparse.Namespace) -> None:
 def _onnx_dir_dims(onnx_dir: str) -> int | None:
     from pathlib import Path
 
-    from sammed.export.onnx import ENCODER_FILE, read_onnx_metadata
+    from sammed.onnx_format import ENCODER_FILE, read_onnx_metadata
 
     encoder = Path(onnx_dir) / ENCODER_FILE
     if not encoder.is_file():

@@ -27,12 +27,15 @@ from torch import nn
 
 from sammed.errors import SammedError
 from sammed.export.prompt_decoder import PromptDecoderGraph
+from sammed.onnx_format import (  # noqa: F401  (the file layout, shared with the runtimes)
+    DECODER_FILE,
+    ENCODER_FILE,
+    FORMAT_VERSION,
+    METADATA_PREFIX,
+    read_onnx_metadata,
+)
 
 DEFAULT_OPSET = 18
-FORMAT_VERSION = "1"
-METADATA_PREFIX = "sammed."
-ENCODER_FILE = "encoder.onnx"
-DECODER_FILE = "decoder.onnx"
 # ONNX protobufs cannot exceed 2 GiB; larger models keep their weights in a side file.
 _SINGLE_FILE_LIMIT_BYTES = 1_800_000_000
 
@@ -124,14 +127,6 @@ def _save_atomically(program, path: Path, external_data: bool) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def read_onnx_metadata(path: str | Path) -> dict[str, str]:
-    """The ``sammed.*`` metadata of an exported file, without the prefix (external weight files are not read)."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return {p.key[len(METADATA_PREFIX) :]: p.value for p in model.metadata_props if p.key.startswith(METADATA_PREFIX)}
-
-
 def _model_metadata(model: nn.Module) -> dict[str, Any]:
     """What a runtime needs to know about a SAM-Med3D model besides its weights."""
     config = model.config
@@ -144,7 +139,8 @@ def _model_metadata(model: nn.Module) -> dict[str, Any]:
         "embedding_grid": config.embedding_grid,
         "low_res_size": model.low_res_size,
         "prompt_embed_dim": config.prompt_embed_dim,
-        "supports_boxes": bool(model.prompt_encoder.supports_boxes),
+        "supports_boxes": bool(model.supports_boxes),
+        "window_spacing_mm": float(model.window_spacing_mm),
     }
 
 

@@ -8,7 +8,6 @@ themselves through their ``sammed.*`` metadata, so no PyTorch weights are needed
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -17,33 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from sammed.errors import SammedError
-from sammed.export.onnx import DECODER_FILE, ENCODER_FILE, FORMAT_VERSION, METADATA_PREFIX
-from sammed.export.prompt_decoder import layout_prompt_tokens
+from sammed.onnx_format import DECODER_FILE, ENCODER_FILE, FORMAT_VERSION, METADATA_PREFIX, layout_prompt_tokens
 
 
 class OnnxBackendError(SammedError):
     """Exported files are missing, unreadable, inconsistent, or onnxruntime is not installed."""
-
-
-@dataclass(frozen=True)
-class OnnxModelConfig:
-    """The architecture facts a pipeline reads from ``model.config``."""
-
-    img_size: int
-    embedding_grid: int
-    prompt_embed_dim: int
-
-
-class OnnxPromptEncoderInfo:
-    """Stands in for ``model.prompt_encoder``: what the session asks of it, no computation."""
-
-    def __init__(self, supports_boxes: bool, dense_pe: torch.Tensor) -> None:
-        self.supports_boxes = supports_boxes
-        self._dense_pe = dense_pe
-
-    def get_dense_pe(self) -> torch.Tensor:
-        """The positional encoding built into the decoder graph, (1, C, g, g, g)."""
-        return self._dense_pe
 
 
 def _onnxruntime():
@@ -129,10 +106,10 @@ def _dense_pe_of(decoder_path: Path) -> torch.Tensor:
 
 
 class OnnxSamMed3D:
-    """SAM-Med3D on onnxruntime with the duck-typed surface of :class:`~sammed.models.sam3d.SamMed3D`.
+    """SAM-Med3D on onnxruntime: a :class:`~sammed.models.promptable.PromptableModel3D`.
 
-    ``image_encoder(x)`` and ``predict_low_res(...)`` take and return CPU tensors like the
-    PyTorch model. ``providers`` are onnxruntime execution providers (CPU by default).
+    ``encode`` and ``decode`` take and return CPU tensors like the PyTorch model. ``providers``
+    are onnxruntime execution providers (CPU by default).
     """
 
     def __init__(
@@ -154,14 +131,12 @@ class OnnxSamMed3D:
         )
         self.metadata = decoder_meta
         self.model_name = meta.get("model", "")
-        self.config = OnnxModelConfig(
-            img_size=int(meta["img_size"]),
-            embedding_grid=int(meta["embedding_grid"]),
-            prompt_embed_dim=int(meta["prompt_embed_dim"]),
-        )
+        self.window_voxels = int(meta["img_size"])
+        self.window_spacing_mm = float(meta.get("window_spacing_mm") or self._registered_spacing())
         self.low_res_size = int(meta["low_res_size"])
-        self.prompt_encoder = OnnxPromptEncoderInfo(meta["supports_boxes"] == "true", _dense_pe_of(self.decoder_path))
-        self.spec = self._registered_spec()
+        self.supports_boxes = meta["supports_boxes"] == "true"
+        self.device = torch.device("cpu")  # onnxruntime takes and returns host arrays
+        self.dense_pe = _dense_pe_of(self.decoder_path)  # built into the decoder graph; kept for checks
 
     @classmethod
     def from_dir(cls, directory: str | Path, providers: Sequence[str] | None = None, session_options=None) -> "OnnxSamMed3D":
@@ -171,45 +146,35 @@ class OnnxSamMed3D:
             raise OnnxBackendError(f"ONNX folder {directory} not found; create it with 'sammed export-onnx'")
         return cls(directory / ENCODER_FILE, directory / DECODER_FILE, providers, session_options)
 
-    def _registered_spec(self):
-        """The registry entry of the exported model (preprocessing facts), when it has one."""
+    def _registered_spacing(self) -> float:
+        """Files exported before the spacing was recorded: the registry entry's, else upstream's 1.5 mm."""
         from sammed.models import get_model_spec
 
-        if not self.model_name:
-            return None
         try:
-            return get_model_spec(self.model_name)
-        except SammedError:
-            return None
+            return float(get_model_spec(self.model_name).config.window_spacing_mm)
+        except (SammedError, AttributeError):
+            return 1.5
 
     @property
     def providers(self) -> list[str]:
         return self._encoder.get_providers()
 
-    def image_encoder(self, image: torch.Tensor) -> torch.Tensor:
+    def encode(self, window: torch.Tensor) -> torch.Tensor:
         """(1, 1, S, S, S) float volume -> (1, C, g, g, g) image embedding."""
-        array = np.ascontiguousarray(image.detach().cpu().numpy(), dtype=np.float32)
+        array = np.ascontiguousarray(window.detach().cpu().numpy(), dtype=np.float32)
         (embedding,) = self._encoder.run(None, {"image": array})
         return torch.from_numpy(embedding)
 
-    def predict_low_res(
+    def decode(
         self,
-        image_embeddings: torch.Tensor,
+        embedding: torch.Tensor,
         point_coords: torch.Tensor | None,
         point_labels: torch.Tensor | None,
         mask_input: torch.Tensor | None,
         boxes: torch.Tensor | None = None,
-        multimask_output: bool = False,
-        image_pe: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Same contract as ``SamMed3D.predict_low_res``; the dense PE is built into the graph.
-
-        ``image_pe`` is accepted for interface compatibility and not used. The exported
-        decoder is single-mask, so ``multimask_output=True`` is refused.
-        """
-        if multimask_output:
-            raise ValueError("the exported SAM-Med3D decoder is single-mask; multimask_output is not available")
-        if boxes is not None and not self.prompt_encoder.supports_boxes:
+        """Same contract as ``SamMed3D.decode`` (single mask; the dense PE is built into the graph)."""
+        if boxes is not None and not self.supports_boxes:
             raise ValueError("this SAM-Med3D checkpoint has no box embedding (2 point embeddings); use points")
         has_mask = mask_input is not None
         coords, labels = layout_prompt_tokens(
@@ -218,7 +183,7 @@ class OnnxSamMed3D:
         )
         batch, low = coords.shape[0], self.low_res_size
         mask = _numpy(mask_input) if has_mask else np.zeros((batch, 1, low, low, low), dtype=np.float32)
-        embeddings = _numpy(image_embeddings)
+        embeddings = _numpy(embedding)
         if embeddings.shape[0] != 1:
             raise ValueError("the exported decoder takes one image embedding (batch 1) shared by all prompts")
         low_res, iou = self._decoder.run(
@@ -233,9 +198,9 @@ class OnnxSamMed3D:
         )
         return torch.from_numpy(low_res), torch.from_numpy(iou)
 
-    def upscale_logits(self, low_res: torch.Tensor) -> torch.Tensor:
-        """Low-res logits -> input-size logits, trilinear with align_corners=False (as the model)."""
-        size = (self.config.img_size,) * 3
+    def upscale(self, low_res: torch.Tensor) -> torch.Tensor:
+        """Low-res logits -> window logits, trilinear with align_corners=False (as the model)."""
+        size = (self.window_voxels,) * 3
         return F.interpolate(low_res, size=size, mode="trilinear", align_corners=False)
 
 

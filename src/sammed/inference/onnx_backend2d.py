@@ -17,8 +17,7 @@ import numpy as np
 import torch
 
 from sammed.errors import SammedError
-from sammed.export.onnx import DECODER_FILE, ENCODER_FILE
-from sammed.export.prompt_decoder import layout_prompt_tokens
+from sammed.onnx_format import DECODER_FILE, ENCODER_FILE, layout_prompt_tokens
 from sammed.inference.onnx_backend import OnnxBackendError, open_onnx_pair
 
 SAM_UNET_FAMILY = "sam-unet"

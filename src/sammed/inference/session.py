@@ -20,6 +20,7 @@ from torch import nn
 
 from sammed.errors import PromptError
 from sammed.inference.precision import autocast, resolve_precision
+from sammed.models.promptable import PromptableModel3D
 from sammed.inference.roi import RoiGrid, covered_region, paste_window_mask, sample_window, zscore_foreground
 from sammed.io.image import Image
 from sammed.io.readers import to_sitk
@@ -70,32 +71,34 @@ class SessionTimings:
 
 
 class Session:
-    """Stateful promptable segmentation of one 3D image with a SAM-Med3D model.
+    """Stateful promptable segmentation of one 3D image with a promptable 3D model.
 
     Prompts are points or boxes in voxel ``(i, j, k)`` of the file or world mm (RAS or LPS).
-    Object ids start at 1; the label map writes later objects over earlier ones.
+    Object ids start at 1; the label map writes later objects over earlier ones. The model is
+    used only through :class:`~sammed.models.promptable.PromptableModel3D`.
     """
 
     def __init__(
         self,
-        model: nn.Module,
+        model: PromptableModel3D,
         image: Image,
         device: str | torch.device | None = None,
         precision: str = "fp32",
         max_windows: int = 1,
     ) -> None:
         validate_volume(image)
+        if not isinstance(model, PromptableModel3D):
+            raise TypeError(f"{type(model).__name__} is not a promptable 3D model (see sammed.models.promptable)")
         self.image = image
-        if device is None:
-            parameter = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
-            device = parameter.device if parameter is not None else "cpu"
-        self.device = torch.device(device)
+        if isinstance(model, nn.Module):  # a PyTorch model goes where it is asked to run
+            if device is not None:
+                model = model.to(device)
+            model = model.eval()
+        self.device = torch.device(device) if device is not None else model.device
         self.precision = resolve_precision(precision, self.device)
-        self.model = model.to(self.device).eval() if isinstance(model, nn.Module) else model
-        spec = getattr(model, "spec", None)
-        pre = spec.preprocessing if spec is not None else None
-        self.roi_size = model.config.img_size
-        self.roi_spacing = pre.target_spacing_mm[0] if pre is not None else 1.5
+        self.model = model
+        self.roi_size = model.window_voxels
+        self.roi_spacing = model.window_spacing_mm
         self._source: sitk.Image = to_sitk(image)
         self._objects: dict[int, ObjectState] = {}
         self._undo: list[_Action] = []
@@ -103,7 +106,6 @@ class Session:
         self._embeddings: OrderedDict[tuple, tuple[RoiGrid, torch.Tensor]] = OrderedDict()
         self.active_object = 1
         self.timings = SessionTimings()
-        self._image_pe: torch.Tensor | None = None
         if max_windows < 1:
             raise PromptError(f"max_windows must be at least 1, got {max_windows}")
         # 1 = one model window per object (the official behaviour); more lets a structure
@@ -170,7 +172,7 @@ class Session:
         oid = self._resolve(object_id)
         before = self.state(oid)
         candidate = replace(before, box_corners=corners)
-        if not self.model.prompt_encoder.supports_boxes:
+        if not self.model.supports_boxes:
             center = tuple(corners.mean(axis=0))
             candidate = replace(candidate, clicks=before.clicks + ((center, 1),))
         return self._apply(oid, before, candidate)
@@ -274,13 +276,6 @@ class Session:
             center = (points.max(axis=0) + points.min(axis=0)) / 2
         return RoiGrid.centered_at(center, size=self.roi_size, spacing=self.roi_spacing)
 
-    def _dense_pe(self) -> torch.Tensor:
-        """The prompt-independent dense positional encoding, computed once per session."""
-        if self._image_pe is None:
-            with torch.inference_mode():
-                self._image_pe = self.model.prompt_encoder.get_dense_pe()
-        return self._image_pe
-
     def _embedding(self, roi: RoiGrid) -> torch.Tensor:
         key = roi.key()
         if key in self._embeddings:
@@ -289,7 +284,7 @@ class Session:
         window = zscore_foreground(sample_window(self._source, roi))
         with torch.inference_mode(), autocast(self.precision, self.device):
             start = time.perf_counter()
-            embedding = self.model.image_encoder(window[None, None].to(self.device))
+            embedding = self.model.encode(window[None, None].to(self.device))
             self.timings.encoder += time.perf_counter() - start
             self.timings.encoder_calls += 1
         self._embeddings[key] = (roi, embedding)
@@ -305,17 +300,15 @@ class Session:
             coords = torch.as_tensor(index, dtype=torch.float32, device=self.device)[None]
             labels = torch.as_tensor([lbl for _, lbl in clicks], dtype=torch.float32, device=self.device)[None]
         boxes = None
-        if box_corners is not None and self.model.prompt_encoder.supports_boxes:
+        if box_corners is not None and self.model.supports_boxes:
             box_index = roi.to_index(box_corners)
             lo, hi = box_index.min(axis=0), box_index.max(axis=0)
             boxes = torch.as_tensor(np.concatenate([lo, hi]), dtype=torch.float32, device=self.device)[None]
         with torch.inference_mode(), autocast(self.precision, self.device):
             start = time.perf_counter()
-            low_res, iou = self.model.predict_low_res(
-                embedding, coords, labels, mask_input, boxes=boxes, image_pe=self._dense_pe()
-            )
+            low_res, iou = self.model.decode(embedding, coords, labels, mask_input, boxes=boxes)
             low_res = low_res.float()  # fed back as the next mask prompt, kept in float32
-            logits = self.model.upscale_logits(low_res)[0, 0].float().cpu().numpy()
+            logits = self.model.upscale(low_res)[0, 0].float().cpu().numpy()
             self.timings.decoder += time.perf_counter() - start
         return low_res, float(iou.flatten()[0]), logits
 

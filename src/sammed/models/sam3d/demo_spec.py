@@ -19,7 +19,6 @@ from pathlib import Path
 from sammed.models.checkpoint import extract_state_dict, load_weights, read_checkpoint
 from sammed.models.registry import ModelSpec, get_model_spec, register
 from sammed.models.sam3d.model import SamMed3D, SamMed3DConfig, build_sam_med3d
-from sammed.models.sam3d.prompt_encoder import PromptEncoder3D
 from sammed.models.sam3d.specs import Preprocessing3D
 from sammed.models.weights import bundled_weights
 
@@ -38,6 +37,8 @@ DEMO_CONFIG = SamMed3DConfig(
     prompt_embed_dim=96,
     decoder_heads=4,
     decoder_mlp_dim=384,
+    window_spacing_mm=3.0,
+    aligned_point_axes=True,
 )
 DEMO_PREPROCESSING = Preprocessing3D(roi_size=64, target_spacing_mm=(3.0, 3.0, 3.0))
 
@@ -46,23 +47,12 @@ DEMO_PREPROCESSING = Preprocessing3D(roi_size=64, target_spacing_mm=(3.0, 3.0, 3
 LOAD_BUNDLED = "load_bundled_weights"
 
 
-class AlignedPromptEncoder3D(PromptEncoder3D):
-    """Point encodings on the dense encoding's axes: (A0, A1, A2) enter as upstream's (A1, A0, A2)."""
-
-    def _embed_points(self, points, labels, pad: bool):
-        return super()._embed_points(points[..., [1, 0, 2]], labels, pad)
-
-
-def build_demo_network(config: SamMed3DConfig) -> SamMed3D:
-    """Randomly initialised demo architecture (same modules and keys as SAM-Med3D)."""
-    model = build_sam_med3d(config)
-    model.prompt_encoder.__class__ = AlignedPromptEncoder3D
-    return model
-
-
 def build_demo_model(config: SamMed3DConfig) -> SamMed3D:
-    """Build the demo network and load the bundled weights (any checkpoint given later replaces them)."""
-    model = build_demo_network(config)
+    """Build the demo network and load the bundled weights (any checkpoint given later replaces them).
+
+    Its architecture differs from upstream by configuration only (``aligned_point_axes``).
+    """
+    model = build_sam_med3d(config)
     if config != DEMO_CONFIG or not config.extra.get(LOAD_BUNDLED, True):  # overrides: weights cannot fit
         return model
     weights = bundled_weights(get_model_spec(DEMO_MODEL_NAME))  # checked against the registry's sha256

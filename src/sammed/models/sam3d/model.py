@@ -31,6 +31,10 @@ class SamMed3DConfig:
     decoder_depth: int = 2
     decoder_heads: int = 8
     decoder_mlp_dim: int = 2048
+    # The model window's isotropic voxel size: what the image is resampled to before encoding.
+    window_spacing_mm: float = 1.5
+    # sammed-demo-3d's one departure from upstream (see PromptEncoder3D.aligned_point_axes).
+    aligned_point_axes: bool = False
     extra: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -76,6 +80,7 @@ class SamMed3D(nn.Module):
             input_image_size=(config.img_size,) * 3,
             mask_in_chans=config.mask_in_chans,
             num_point_embeddings=config.num_point_embeddings,
+            aligned_point_axes=config.aligned_point_axes,
         )
         self.mask_decoder = MaskDecoder3D(
             transformer_dim=config.prompt_embed_dim,
@@ -84,9 +89,60 @@ class SamMed3D(nn.Module):
             transformer_mlp_dim=config.decoder_mlp_dim,
         )
 
+    # ------------------------------------------------------------------ PromptableModel3D
     @property
     def low_res_size(self) -> int:
         return 4 * self.config.embedding_grid
+
+    @property
+    def window_voxels(self) -> int:
+        return self.config.img_size
+
+    @property
+    def window_spacing_mm(self) -> float:
+        return self.config.window_spacing_mm
+
+    @property
+    def supports_boxes(self) -> bool:
+        return self.prompt_encoder.supports_boxes
+
+    @property
+    def device(self) -> torch.device:
+        return self.prompt_encoder.no_mask_embed.weight.device
+
+    def encode(self, window: torch.Tensor) -> torch.Tensor:
+        """(1, 1, S, S, S) z-scored window -> (1, C, g, g, g) image embedding."""
+        return self.image_encoder(window)
+
+    def decode(
+        self,
+        embedding: torch.Tensor,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        mask_input: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts in window voxel indices + previous low-res logits -> (low-res logits, IoU).
+
+        The dense positional encoding never depends on the prompts; it is computed once per
+        weights (a new load or a move to another device recomputes it).
+        """
+        return self.predict_low_res(
+            embedding, point_coords, point_labels, mask_input, boxes=boxes, image_pe=self._cached_dense_pe()
+        )
+
+    def upscale(self, low_res: torch.Tensor) -> torch.Tensor:
+        return self.upscale_logits(low_res)
+
+    def _cached_dense_pe(self) -> torch.Tensor:
+        gaussian = self.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
+        key = (gaussian.data_ptr(), gaussian._version, gaussian.device, torch.is_inference_mode_enabled())
+        cached = self.__dict__.get("_dense_pe_cache")
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                cached = (key, self.prompt_encoder.get_dense_pe())
+            self.__dict__["_dense_pe_cache"] = cached
+        return cached[1]
 
     def predict_low_res(
         self,

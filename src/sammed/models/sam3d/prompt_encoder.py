@@ -64,8 +64,12 @@ class PromptEncoder3D(nn.Module):
         input_image_size: Size3 = (128, 128, 128),
         mask_in_chans: int = 16,
         num_point_embeddings: int = 2,
+        aligned_point_axes: bool = False,
     ) -> None:
         super().__init__()
+        # False: upstream, whose point encoding swaps the first two axes against the dense encoding
+        # (spec 3.3; the released checkpoints learned around it). True: both on the same axes.
+        self.aligned_point_axes = aligned_point_axes
         self.embed_dim = embed_dim
         self.input_image_size = tuple(input_image_size)
         self.image_embedding_size = tuple(image_embedding_size)
@@ -95,6 +99,8 @@ class PromptEncoder3D(nn.Module):
         return self.pe_layer(self.image_embedding_size).unsqueeze(0)
 
     def _embed_points(self, points: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
+        if self.aligned_point_axes:  # (A0, A1, A2) enter as upstream's (A1, A0, A2)
+            points = points[..., [1, 0, 2]]
         points = points + 0.5  # centre of the voxel
         if pad:
             padding_point = torch.zeros((points.shape[0], 1, 3), device=points.device)
