@@ -8,7 +8,14 @@ every few clicks closes its session and opens a new one, so sessions come and go
 throughput, p50/p95 latency of a click (click + changed-region fetch), the error count, and the
 server's resident memory (sampled from /proc) over the run, with ratios against the baseline.
 
+A memory phase first opens ``--memory-sessions`` (16) sessions of the largest image the server
+accepts (``--max-image-mb``, as uint8: the most voxels, so the largest charge), clicks in each and
+fetches every reply that builds a full-size array (labels, mask, image) from all of them at
+once; it prints the server's RSS growth next to the memory budget the server reports in
+``/api/info`` and fails when the growth exceeds it.
+
     .venv/bin/python benchmarks/load_test.py --clients 16 --seconds 60 [--checkpoint tiny.pth]
+    .venv/bin/python benchmarks/load_test.py --memory-only --max-image-mb 64
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import time
 from pathlib import Path
 
 import httpx2 as httpx
+import nibabel as nib
 import numpy as np
 
 from sammed.data import SAMPLE_CT, SAMPLE_CT_LIVER_VOXEL
@@ -140,6 +148,64 @@ async def run_phase(url: str, clients: int, seconds: float, clicks_per_session: 
     }
 
 
+def largest_volume(path: Path, max_image_mb: float) -> tuple[int, ...]:
+    """A uint8 cube as large as the server accepts, with a bright ball to click on."""
+    side = int((max_image_mb * 2**20) ** (1 / 3))
+    while (side + 1) ** 3 <= max_image_mb * 2**20:
+        side += 1
+    while side**3 > max_image_mb * 2**20:
+        side -= 1
+    grid = np.indices((side, side, side), dtype=np.float32) - side / 2
+    array = (np.sqrt((grid**2).sum(axis=0)) < side / 4).astype(np.uint8) * 200
+    array += np.random.default_rng(0).integers(0, 20, array.shape, dtype=np.uint8)
+    nib.save(nib.Nifti1Image(array, np.diag([1.0, 1.0, 1.0, 1.0])), path)
+    return array.shape
+
+
+async def memory_phase(url: str, sessions: int, shape: tuple[int, ...], pid: int) -> bool:
+    """RSS growth with ``sessions`` sessions of the largest image, against the reported budget."""
+    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+        info = (await client.get("/api/info")).json()
+        before = rss_mb(pid)
+        peak = before
+        opened = []
+        for _ in range(sessions):
+            reply = await client.post("/api/sessions", data={"path": "largest.nii.gz"})
+            if reply.status_code != 201:
+                print(f"memory: session {len(opened) + 1} refused: {reply.status_code} {reply.text[:160]}")
+                break
+            body = reply.json()
+            opened.append(({"X-Session-Key": body["session_key"]}, f"/api/sessions/{body['session_id']}"))
+            peak = max(peak, rss_mb(pid))
+        centre = [n // 2 for n in shape]
+        for key, session_url in opened:
+            await client.post(f"{session_url}/points", json={"position": centre}, headers=key)
+            peak = max(peak, rss_mb(pid))
+        for reply_path in ("/labels", "/mask", "/image"):  # every session at once: the transient peak
+
+            async def fetch(key: dict, session_url: str) -> None:
+                await client.get(session_url + reply_path, headers=key)
+
+            sampling = asyncio.ensure_future(asyncio.gather(*(fetch(k, u) for k, u in opened)))
+            while not sampling.done():
+                peak = max(peak, rss_mb(pid))
+                await asyncio.sleep(0.05)
+            await sampling
+        charged = (await client.get("/api/info")).json()["memory_charged_bytes"] / 2**20
+        for key, session_url in opened:
+            await client.delete(session_url, headers=key)
+    budget = info["memory_budget_bytes"] / 2**20
+    growth = peak - before
+    print(
+        f"memory: {len(opened)} sessions of the largest image ({' x '.join(map(str, shape))} uint8, "
+        f"{info['max_image_bytes'] / 2**20:.0f} MiB decoded); server RSS before {before:.0f} MiB, peak {peak:.0f} MiB, "
+        f"growth {growth:.0f} MiB; charged {charged:.0f} MiB; reported budget {budget:.0f} MiB "
+        f"({info['largest_session_bytes'] / 2**20:.0f} MiB per session of the largest) -> "
+        + ("within budget" if growth <= budget else "OVER BUDGET")
+    )
+    return len(opened) == sessions and growth <= budget
+
+
 def report(result: dict, baseline: dict | None) -> None:
     print(
         f"{result['clients']:>3} clients: {result['clicks']} clicks in {result['seconds']:.1f} s = "
@@ -167,14 +233,21 @@ def main() -> int:
     parser.add_argument("--clicks-per-session", type=int, default=8, help="clicks before a client closes and reopens")
     parser.add_argument("--model", default="sam-med3d-tiny")
     parser.add_argument("--checkpoint", help="weights; without it the server runs with --allow-random-weights")
+    parser.add_argument("--max-image-mb", type=float, default=16, help="the server's per-image limit (decoded)")
+    parser.add_argument("--memory-sessions", type=int, default=16, help="sessions of the largest image in the memory phase")
+    parser.add_argument("--memory-only", action="store_true", help="run only the memory phase")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="sammed-load-") as tmp:
         root = Path(tmp)
         shutil.copy(SAMPLE_CT, root / "ct.nii.gz")
+        shape = largest_volume(root / "largest.nii.gz", args.max_image_mb)
+        largest_charge_mb = 7 * args.max_image_mb  # config.session_charge at 1 byte per voxel: 3 copies + 4 bytes/voxel
+        budget_mb = args.memory_sessions * largest_charge_mb + 256  # + the click phase's sessions of the small CT
         port = free_port()
         command = [sys.executable, "-m", "sammed", "serve", "--model", args.model, "--port", str(port)]
-        command += ["--data-root", str(root), "--max-sessions", str(max(32, 2 * args.clients))]
+        command += ["--data-root", str(root), "--max-sessions", str(max(32, 2 * args.clients, args.memory_sessions))]
+        command += ["--max-image-mb", str(args.max_image_mb), "--memory-budget-mb", str(budget_mb)]
         command += ["--checkpoint", args.checkpoint] if args.checkpoint else ["--allow-random-weights"]
         server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         url = f"http://127.0.0.1:{port}"
@@ -191,11 +264,14 @@ def main() -> int:
                     return 1
                 time.sleep(0.2)
             print(f"server: model {args.model} on {url}, {os.cpu_count()} CPUs; each click = POST points + GET changed labels")
+            within = asyncio.run(memory_phase(url, args.memory_sessions, shape, server.pid))
+            if args.memory_only:
+                return 0 if within else 1
             baseline = asyncio.run(run_phase(url, 1, args.baseline_seconds, args.clicks_per_session, server.pid, 0))
             report(baseline, None)
             loaded = asyncio.run(run_phase(url, args.clients, args.seconds, args.clicks_per_session, server.pid, 1000))
             report(loaded, baseline)
-            return 1 if loaded["errors"] or baseline["errors"] else 0
+            return 1 if loaded["errors"] or baseline["errors"] or not within else 0
         finally:
             server.terminate()
             server.wait(timeout=30)
