@@ -315,7 +315,7 @@ def test_no_adapter_variant_equals_a_model_built_without_adapters() -> None:
     load_weights(bypassed, state_dict, "sam-med2d (adapters bypassed)")
     lean = build_model("sam-med2d-no-adapter")  # the registry entry holds no adapter weights
     assert len(state_dict) - len(lean.state_dict()) == 72
-    load_weights(lean, get_model_spec("sam-med2d-no-adapter").adapt_state_dict(state_dict), "sam-med2d-no-adapter")
+    load_weights(lean, get_model_spec("sam-med2d-no-adapter").adapt(state_dict), "sam-med2d-no-adapter")
     image = torch.from_numpy(np.load(FAMILIES["sam-med2d"].folder / "image.npz")["input"])
     with torch.no_grad():
         bypassed_embedding = bypassed.encode_image(image)
@@ -366,7 +366,7 @@ def test_registry_entries() -> None:
     assert med.checkpoint_file == "sam-med2d_b.pth" and med.sha256 is None
     assert "nearest" in med.preprocessing.describe() and "BGR" in med.preprocessing.describe()
     lean = get_model_spec("sam-med2d-no-adapter")
-    assert not lean.config.encoder_adapter and lean.adapt_state_dict is drop_adapter_weights
+    assert not lean.config.encoder_adapter and lean.adapt_state_dict.load() is drop_adapter_weights
 
 
 def test_unknown_config_override_is_rejected() -> None:

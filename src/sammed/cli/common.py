@@ -7,10 +7,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from rich.console import Console
+from sammed.console import console
 
 EXIT_USAGE = 2
-console = Console(stderr=True, highlight=False)
 
 
 @contextmanager

@@ -107,7 +107,7 @@ def _run_train(args: argparse.Namespace, spec) -> int:
     if spec.dims == 2:
         return _run_train_2d(args, spec)
     if args.prepare_only:
-        spacing = spec.preprocessing.target_spacing_mm[0] if spec.preprocessing is not None else 1.5
+        spacing = spec.config.window_spacing_mm
         manifest = build_cache(args.data, args.cache or Path(args.out) / "cache", spacing,
                                progress=lambda case: console.print(f"resampling {case}"))
         console.print(f"cache ready: {len(manifest['cases'])} cases at {spacing} mm")

@@ -97,7 +97,7 @@ def _progress(cases: Sequence[EvalCase], enabled: bool, label: str) -> Iterable[
         TimeRemainingColumn,
     )
 
-    from sammed.cli.common import console
+    from sammed.console import console
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("eta"), TimeRemainingColumn())

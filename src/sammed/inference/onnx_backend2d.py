@@ -55,7 +55,7 @@ class OnnxSam2D:
             raise OnnxBackendError(f"{self.encoder_path} holds an unknown model {self.model_name!r}") from None
         # The registry entry's conventions at the exported input size (the files say which).
         pipeline = replace(spec.preprocessing, model_size=int(meta["img_size"]))
-        self.spec = replace(spec, preprocessing=pipeline)
+        self.spec = replace(spec, preprocessing_source=pipeline)
         self.low_res_size = int(meta["low_res_size"])
         self.device = torch.device("cpu")  # tensors in and out live on the CPU
 

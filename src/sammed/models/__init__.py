@@ -1,27 +1,21 @@
 """Model architectures, the registry and safe checkpoint loading.
 
-Importing this package registers every family's entries (``sam3d/specs.py``, ...).
+The registry (``get_model_spec``, ``list_models``, ``REGISTRY``...) is plain data and imports
+without torch; the architectures and ``build_model``'s loading import torch on first use.
 """
 
-from sammed.models.checkpoint import extract_state_dict, load_weights, read_checkpoint
-from sammed.models.registry import REGISTRY, ModelSpec, build_model, get_model_spec, list_models, register
-from sammed.models.sam3d import SamMed3D, SamMed3DConfig, build_sam_med3d
-from sammed.models.sam3d import specs as _sam3d_specs  # noqa: F401  (registers the entries)
-from sammed.models.sam3d import demo_spec as _demo_spec  # noqa: F401  (registers sammed-demo-3d)
-from sammed.models.sam2d import specs as _sam2d_specs  # noqa: F401  (registers the entries)
-from sammed.models.sam2d.sam_unet import specs as _sam_unet_specs  # noqa: F401  (registers the entries)
+from sammed._lazy import lazy_exports
+from sammed.models.registry import REGISTRY, ModelSpec, Ref, build_model, get_model_spec, list_models, register
 
-__all__ = [
-    "REGISTRY",
-    "ModelSpec",
-    "SamMed3D",
-    "SamMed3DConfig",
-    "build_model",
-    "build_sam_med3d",
-    "extract_state_dict",
-    "get_model_spec",
-    "list_models",
-    "load_weights",
-    "read_checkpoint",
-    "register",
-]
+_EXPORTS = {
+    "SamMed3D": "sammed.models.sam3d.model",
+    "SamMed3DConfig": "sammed.models.sam3d.config",
+    "build_sam_med3d": "sammed.models.sam3d.model",
+    "extract_state_dict": "sammed.models.checkpoint",
+    "load_weights": "sammed.models.checkpoint",
+    "read_checkpoint": "sammed.models.checkpoint",
+}
+__all__ = sorted(
+    [*_EXPORTS, "REGISTRY", "ModelSpec", "Ref", "build_model", "get_model_spec", "list_models", "register"]
+)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,31 +1,65 @@
 """Model registry: name -> builder, checkpoint facts and preprocessing, for every family.
 
-Each family module lists its :class:`ModelSpec` entries (``sam3d/specs.py``,
-``sam2d/specs.py``...) and this module collects them. An entry records where the official
-weights come from (file name, page, direct download URL, licence, sha256 when known) so
-``sammed models info NAME`` can tell a user what to download, and ``sammed.models.weights`` can
-fetch, verify and cache the file when a command names the model.
+Plain data that imports without torch: listing models, resolving a name or reading where its
+weights come from costs no framework import. Each family lists its :class:`ModelSpec` entries
+in a torch-free ``specs.py`` (configs are dataclasses; builders and 2D pipelines are named as
+``"module:attribute"`` :class:`Ref` s, imported when a model is built). An entry records where
+the official weights come from (file name, page, direct download URL, licence, sha256 when
+known) so ``sammed models info NAME`` can tell a user what to download, and
+``sammed.models.weights`` can fetch, verify and cache the file when a command names the model.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from sammed.errors import UnknownModelError
-from sammed.models.checkpoint import extract_state_dict, load_weights, read_checkpoint
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A module attribute named as text, ``"package.module:attribute"``, imported on first use.
+
+    ``kwargs`` (pairs) are what :meth:`make` calls the attribute with, for objects such as 2D
+    pipelines that need torch to be built.
+    """
+
+    target: str
+    kwargs: tuple[tuple[str, Any], ...] = ()
+
+    def load(self) -> Any:
+        module, _, attribute = self.target.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def make(self) -> Any:
+        return _make(self)
+
+
+@functools.lru_cache(maxsize=None)
+def _make(ref: Ref) -> Any:
+    return ref.load()(**dict(ref.kwargs))
+
+
+def _resolve(value: Any) -> Any:
+    return value.load() if isinstance(value, Ref) else value
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One registered model. ``builder(config)`` returns an uninitialised module.
+    """One registered model. ``builder`` (a :class:`Ref` or a callable) maps ``config`` to an
+    uninitialised module.
 
     ``config`` is a frozen dataclass with a ``with_overrides(**fields)`` method; ``dims`` is 2 or 3
     and tells the CLI and the inference layer which pipeline to use; ``preprocessing`` is the
-    family's own description of its expected input.
+    family's own description of its expected input (``preprocessing_source``: the object, or a
+    :class:`Ref` made on first use).
     """
 
     name: str
@@ -33,8 +67,8 @@ class ModelSpec:
     dims: int
     description: str
     config: Any
-    builder: Callable[[Any], nn.Module]
-    preprocessing: Any = None
+    builder: Any  # Ref | Callable[[config], nn.Module]
+    preprocessing_source: Any = None
     checkpoint_file: str | None = None
     source_url: str | None = None  # where a person finds the weights (a web page)
     download_url: str | None = None  # the file itself, fetched on first use (None: no direct download)
@@ -45,11 +79,20 @@ class ModelSpec:
     aliases: tuple[str, ...] = ()
     # Maps an official file's state dict onto this entry's modules (e.g. drop adapter weights
     # for a lean variant); applied before the strict load.
-    adapt_state_dict: Callable[[dict], dict] | None = None
+    adapt_state_dict: Any = None  # Ref | Callable[[dict], dict] | None
 
-    def build(self, **overrides) -> nn.Module:
+    @property
+    def preprocessing(self) -> Any:
+        source = self.preprocessing_source
+        return source.make() if isinstance(source, Ref) else source
+
+    def build(self, **overrides) -> "nn.Module":
         config = self.config.with_overrides(**overrides) if overrides else self.config
-        return self.builder(config)
+        return _resolve(self.builder)(config)
+
+    def adapt(self, state_dict: dict) -> dict:
+        """The state dict as this entry's modules expect it (identity for most entries)."""
+        return state_dict if self.adapt_state_dict is None else _resolve(self.adapt_state_dict)(state_dict)
 
 
 REGISTRY: dict[str, ModelSpec] = {}
@@ -83,7 +126,7 @@ def build_model(
     trust_checkpoint: bool = False,
     pretrained: bool = False,
     **overrides,
-) -> nn.Module:
+) -> "nn.Module":
     """Build a registered model, optionally loading a checkpoint strictly; returns it in eval mode.
 
     ``overrides`` change architecture fields of the entry's config (e.g. ``encoder_depth=6``).
@@ -92,6 +135,8 @@ def build_model(
     ``pretrained=True`` loads the registry's weights: bundled, else cached under ``$SAMMED_HOME``,
     else downloaded once (refused when ``SAMMED_OFFLINE=1``).
     """
+    from sammed.models.checkpoint import extract_state_dict, load_weights, read_checkpoint
+
     spec = get_model_spec(name)
     if checkpoint is None and pretrained:
         from sammed.models.weights import require_weights
@@ -100,8 +145,20 @@ def build_model(
     model = spec.build(**overrides)
     if checkpoint is not None:
         state_dict = extract_state_dict(read_checkpoint(checkpoint, trust_checkpoint=trust_checkpoint))
-        if spec.adapt_state_dict is not None:
-            state_dict = spec.adapt_state_dict(state_dict)
+        state_dict = spec.adapt(state_dict)
         load_weights(model, state_dict, model_name=spec.name)
     model.spec = spec  # type: ignore[attr-defined]  # lets pipelines read preprocessing facts
     return model.eval()
+
+
+def _load_catalog() -> None:
+    """Register every family's entries (torch-free modules)."""
+    for module in (
+        "sammed.models.sam3d.specs",
+        "sammed.models.sam2d.specs",
+        "sammed.models.sam2d.sam_unet.specs",
+    ):
+        importlib.import_module(module)
+
+
+_load_catalog()

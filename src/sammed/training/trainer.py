@@ -71,9 +71,7 @@ def _build_network(config: TrainConfig, resume_state: dict | None):
 
 
 def _window_and_spacing(spec) -> tuple[int, float]:
-    pre = spec.preprocessing
-    spacing = float(pre.target_spacing_mm[0]) if pre is not None else 1.5
-    return int(spec.config.img_size), spacing
+    return int(spec.config.img_size), float(spec.config.window_spacing_mm)
 
 
 class _MetricsLog:
@@ -94,7 +92,7 @@ class _MetricsLog:
 def _progress(enabled: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from sammed.cli.common import console
+    from sammed.console import console
 
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

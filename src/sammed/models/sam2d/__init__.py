@@ -4,25 +4,22 @@ The parts are reusable building blocks (SAM-UNet builds on them); ``transforms``
 families' exact pre/post-processing and ``pipeline`` the per-family predictor conventions.
 """
 
-from sammed.models.sam2d.adapter import Adapter
-from sammed.models.sam2d.image_encoder import ImageEncoderViT
-from sammed.models.sam2d.mask_decoder import MaskDecoder, TwoWayTransformer
-from sammed.models.sam2d.model import Sam2D, Sam2DConfig, build_sam2d, drop_adapter_weights
-from sammed.models.sam2d.pipeline import DirectResizePipeline, LongestSidePipeline, Pipeline2D, PreparedImage
-from sammed.models.sam2d.prompt_encoder import PromptEncoder
+from sammed._lazy import lazy_exports
 
-__all__ = [
-    "Adapter",
-    "DirectResizePipeline",
-    "ImageEncoderViT",
-    "LongestSidePipeline",
-    "MaskDecoder",
-    "Pipeline2D",
-    "PreparedImage",
-    "PromptEncoder",
-    "Sam2D",
-    "Sam2DConfig",
-    "TwoWayTransformer",
-    "build_sam2d",
-    "drop_adapter_weights",
-]
+_EXPORTS = {
+    "Adapter": "sammed.models.sam2d.adapter",
+    "DirectResizePipeline": "sammed.models.sam2d.pipeline",
+    "ImageEncoderViT": "sammed.models.sam2d.image_encoder",
+    "LongestSidePipeline": "sammed.models.sam2d.pipeline",
+    "MaskDecoder": "sammed.models.sam2d.mask_decoder",
+    "Pipeline2D": "sammed.models.sam2d.pipeline",
+    "PreparedImage": "sammed.models.sam2d.pipeline",
+    "PromptEncoder": "sammed.models.sam2d.prompt_encoder",
+    "Sam2D": "sammed.models.sam2d.model",
+    "Sam2DConfig": "sammed.models.sam2d.config",
+    "TwoWayTransformer": "sammed.models.sam2d.mask_decoder",
+    "build_sam2d": "sammed.models.sam2d.model",
+    "drop_adapter_weights": "sammed.models.sam2d.model",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from sammed.models.registry import ModelSpec, register
-from sammed.models.sam2d.model import Sam2DConfig, build_sam2d, drop_adapter_weights
-from sammed.models.sam2d.pipeline import DirectResizePipeline, LongestSidePipeline
+from sammed.models.registry import ModelSpec, Ref, register
+from sammed.models.sam2d.config import Sam2DConfig
+
+BUILD_SAM2D = Ref("sammed.models.sam2d.model:build_sam2d")
+LONGEST_SIDE = Ref("sammed.models.sam2d.pipeline:LongestSidePipeline")
+DIRECT_RESIZE = Ref("sammed.models.sam2d.pipeline:DirectResizePipeline")
 
 SAM_CITATION = "Kirillov A. et al., Segment Anything, ICCV 2023 (arXiv:2304.02643)"
 SAM_MED2D_CITATION = "Cheng J. et al., SAM-Med2D, arXiv:2308.16184 (2023)"
@@ -28,8 +31,8 @@ def _sam_entry(size: str, config: Sam2DConfig, file_name: str, sha256: str, para
         dims=2,
         description=f"Segment Anything ViT-{size.upper()} ({params} parameters), 1024 input, points/boxes/masks",
         config=config,
-        builder=build_sam2d,
-        preprocessing=LongestSidePipeline(),
+        builder=BUILD_SAM2D,
+        preprocessing_source=LONGEST_SIDE,
         checkpoint_file=file_name,
         source_url=SAM_DOWNLOAD + file_name,
         download_url=SAM_DOWNLOAD + file_name,
@@ -60,8 +63,8 @@ SPECS = [
             "Apache-2.0, the weights' licence is not stated"
         ),
         config=SAM_MED2D,
-        builder=build_sam2d,
-        preprocessing=DirectResizePipeline(),
+        builder=BUILD_SAM2D,
+        preprocessing_source=DIRECT_RESIZE,
         checkpoint_file="sam-med2d_b.pth",
         source_url=SAM_MED2D_SOURCE,
         license="not stated",
@@ -78,12 +81,12 @@ SPECS = [
             "without them; their 180M weights are dropped on load)"
         ),
         config=SAM_MED2D.with_overrides(encoder_adapter=False),
-        builder=build_sam2d,
-        preprocessing=DirectResizePipeline(),
+        builder=BUILD_SAM2D,
+        preprocessing_source=DIRECT_RESIZE,
         checkpoint_file="sam-med2d_b.pth",
         source_url=SAM_MED2D_SOURCE,
         license="not stated",
-        adapt_state_dict=drop_adapter_weights,
+        adapt_state_dict=Ref("sammed.models.sam2d.model:drop_adapter_weights"),
         citation=SAM_MED2D_CITATION,
     ),
 ]

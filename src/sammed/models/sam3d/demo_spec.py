@@ -16,11 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sammed.models.checkpoint import extract_state_dict, load_weights, read_checkpoint
-from sammed.models.registry import ModelSpec, get_model_spec, register
-from sammed.models.sam3d.model import SamMed3D, SamMed3DConfig, build_sam_med3d
-from sammed.models.sam3d.specs import Preprocessing3D
-from sammed.models.weights import bundled_weights
+from sammed.models.registry import ModelSpec, Ref, register
+from sammed.models.sam3d.config import Preprocessing3D, SamMed3DConfig
 
 DEMO_MODEL_NAME = "sammed-demo-3d"
 DEMO_WEIGHTS = Path(__file__).resolve().parents[2] / "data" / "sammed_demo_3d.pth"
@@ -40,24 +37,11 @@ DEMO_CONFIG = SamMed3DConfig(
     window_spacing_mm=3.0,
     aligned_point_axes=True,
 )
-DEMO_PREPROCESSING = Preprocessing3D(roi_size=64, target_spacing_mm=(3.0, 3.0, 3.0))
+DEMO_PREPROCESSING = Preprocessing3D.for_config(DEMO_CONFIG)
 
 
 # ``config.extra[LOAD_BUNDLED] = False`` builds the bare network (what a trainer starts from).
 LOAD_BUNDLED = "load_bundled_weights"
-
-
-def build_demo_model(config: SamMed3DConfig) -> SamMed3D:
-    """Build the demo network and load the bundled weights (any checkpoint given later replaces them).
-
-    Its architecture differs from upstream by configuration only (``aligned_point_axes``).
-    """
-    model = build_sam_med3d(config)
-    if config != DEMO_CONFIG or not config.extra.get(LOAD_BUNDLED, True):  # overrides: weights cannot fit
-        return model
-    weights = bundled_weights(get_model_spec(DEMO_MODEL_NAME))  # checked against the registry's sha256
-    load_weights(model, extract_state_dict(read_checkpoint(weights)), model_name=DEMO_MODEL_NAME)
-    return model
 
 
 DEMO_SPEC = register(
@@ -71,8 +55,8 @@ DEMO_SPEC = register(
             "0.20 / 0.27 / 0.32 after 1 / 3 / 5 clicks (model card); a demo, not a clinical tool"
         ),
         config=DEMO_CONFIG,
-        builder=build_demo_model,
-        preprocessing=DEMO_PREPROCESSING,
+        builder=Ref("sammed.models.sam3d.demo_model:build_demo_model"),
+        preprocessing_source=DEMO_PREPROCESSING,
         checkpoint_file=DEMO_WEIGHTS.name,
         source_url="bundled with sammed (sammed/data)",
         bundled_path=DEMO_WEIGHTS,

@@ -2,52 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sammed.models.sam3d.config import SamMed3DConfig
 from sammed.models.sam3d.image_encoder import ImageEncoderViT3D
 from sammed.models.sam3d.mask_decoder import MaskDecoder3D
 from sammed.models.sam3d.prompt_encoder import PromptEncoder3D
-
-
-@dataclass(frozen=True)
-class SamMed3DConfig:
-    """Architecture hyper-parameters; defaults are the turbo checkpoint (official ``vit_b_ori``)."""
-
-    img_size: int = 128
-    patch_size: int = 16
-    encoder_embed_dim: int = 768
-    encoder_depth: int = 12
-    encoder_num_heads: int = 12
-    encoder_global_attn_indexes: tuple[int, ...] = (2, 5, 8, 11)
-    window_size: int = 14
-    mlp_ratio: float = 4.0
-    prompt_embed_dim: int = 384
-    mask_in_chans: int = 16
-    num_point_embeddings: int = 2
-    decoder_depth: int = 2
-    decoder_heads: int = 8
-    decoder_mlp_dim: int = 2048
-    # The model window's isotropic voxel size: what the image is resampled to before encoding.
-    window_spacing_mm: float = 1.5
-    # sammed-demo-3d's one departure from upstream (see PromptEncoder3D.aligned_point_axes).
-    aligned_point_axes: bool = False
-    extra: dict = field(default_factory=dict, compare=False)
-
-    @property
-    def embedding_grid(self) -> int:
-        return self.img_size // self.patch_size
-
-    def with_overrides(self, **overrides) -> "SamMed3DConfig":
-        unknown = set(overrides) - set(asdict(self))
-        if unknown:
-            raise TypeError(f"unknown SAM-Med3D config field(s): {', '.join(sorted(unknown))}")
-        if "encoder_global_attn_indexes" in overrides:
-            overrides["encoder_global_attn_indexes"] = tuple(overrides["encoder_global_attn_indexes"])
-        return replace(self, **overrides)
 
 
 class SamMed3D(nn.Module):

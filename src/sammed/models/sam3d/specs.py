@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from sammed.models.registry import ModelSpec, Ref, register
+from sammed.models.sam3d.config import Preprocessing3D, SamMed3DConfig  # noqa: F401  (Preprocessing3D re-exported)
 
-from sammed.models.registry import ModelSpec, register
-from sammed.models.sam3d.model import SamMed3DConfig, build_sam_med3d
-
-
-@dataclass(frozen=True)
-class Preprocessing3D:
-    """How a 3D model expects its input region (the official inference pipeline)."""
-
-    roi_size: int = 128
-    target_spacing_mm: tuple[float, float, float] = (1.5, 1.5, 1.5)
-    orientation: str = "RAS"  # canonical orientation of the ROI axes (A0, A1, A2)
-    normalization: str = "zscore over voxels > 0"
-
-    def describe(self) -> str:
-        return (
-            f"{self.roi_size}^3 voxels at {self.target_spacing_mm[0]} mm, {self.orientation}, {self.normalization}"
-        )
+BUILD_SAM_MED3D = Ref("sammed.models.sam3d.model:build_sam_med3d")
 
 
 CITATION = (
@@ -34,6 +19,7 @@ TURBO = SamMed3DConfig()
 # builds vit_b_ori with num_point_embeddings = 4 (positive/negative click + two box corners) and its
 # train.py saves {'model_state_dict': ..., optimizer, args...} as main does.
 TURBO_BBOX = SamMed3DConfig(num_point_embeddings=4)
+TINY = SamMed3DConfig(encoder_embed_dim=96, encoder_depth=4, encoder_num_heads=4, encoder_global_attn_indexes=(1, 3))
 
 
 def _hf_entry(name: str, file_name: str, config: SamMed3DConfig, description: str, **fields) -> ModelSpec:
@@ -44,8 +30,8 @@ def _hf_entry(name: str, file_name: str, config: SamMed3DConfig, description: st
         dims=3,
         description=description,
         config=config,
-        builder=build_sam_med3d,
-        preprocessing=Preprocessing3D(),
+        builder=BUILD_SAM_MED3D,
+        preprocessing_source=Preprocessing3D.for_config(config),
         checkpoint_file=file_name,
         source_url=f"{HF_REPO}/blob/main/{file_name}",
         download_url=f"{HF_REPO}/resolve/main/{file_name}",
@@ -93,13 +79,13 @@ SPECS = [
             "Small test configuration of the official builder (width 96, depth 4, 4 heads, global "
             "blocks 1 and 3); same prompt encoder and decoder as turbo. No released weights"
         ),
-        config=SamMed3DConfig(
-            encoder_embed_dim=96, encoder_depth=4, encoder_num_heads=4, encoder_global_attn_indexes=(1, 3)
-        ),
-        builder=build_sam_med3d,
-        preprocessing=Preprocessing3D(),
+        config=TINY,
+        builder=BUILD_SAM_MED3D,
+        preprocessing_source=Preprocessing3D.for_config(TINY),
     ),
 ]
 
 for _spec in SPECS:
     register(_spec)
+
+from sammed.models.sam3d import demo_spec as _demo_spec  # noqa: E402,F401  (registers sammed-demo-3d)

@@ -9,7 +9,6 @@ two-way transformer and the output upscaling are SAM's modules from :mod:`sammed
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -17,21 +16,11 @@ from torch import nn
 
 from sammed.models.sam2d.image_encoder import ImageEncoderViT
 from sammed.models.sam2d.model import Sam2D, Sam2DConfig
+from sammed.models.sam2d.sam_unet.config import SamUNetConfig
 from sammed.models.sam2d.prompt_encoder import PromptEncoder
 from sammed.models.sam2d.sam_unet.adapters import Reshaper, upsampler_x4
 from sammed.models.sam2d.sam_unet.mask_decoder import MedMaskDecoder
 from sammed.models.sam2d.sam_unet.resnet import ResNetBranch
-
-
-@dataclass(frozen=True)
-class SamUNetConfig(Sam2DConfig):
-    """SAM-UNet hyper-parameters: SAM ViT-B at 256 (no adapters) plus the ResNet depth.
-
-    Defaults are the official ``res34_sam_unet``; ``resnet_depth=50`` is ``res50_sam_unet``.
-    """
-
-    img_size: int = 256
-    resnet_depth: int = 34
 
 
 class SamUNetFeatures(NamedTuple):

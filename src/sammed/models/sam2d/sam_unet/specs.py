@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from sammed.models.registry import ModelSpec, register
-from sammed.models.sam2d.sam_unet.model import SamUNetConfig, build_sam_unet
-from sammed.models.sam2d.sam_unet.pipeline import SamUNetPipeline
+from sammed.models.registry import ModelSpec, Ref, register
+from sammed.models.sam2d.sam_unet.config import SamUNetConfig
 
 CITATION = (
     "Yang S., Bi H., Zhang H., Sun J., SAM-UNet: Enhancing Zero-Shot Segmentation of SAM for "
@@ -26,8 +25,8 @@ def _entry(depth: int, role: str) -> ModelSpec:
             "ViT-B at 256 + CNN injections + multi-scale decoder; boxes (trained), points, masks"
         ),
         config=SamUNetConfig(resnet_depth=depth),
-        builder=build_sam_unet,
-        preprocessing=SamUNetPipeline(),
+        builder=Ref("sammed.models.sam2d.sam_unet.model:build_sam_unet"),
+        preprocessing_source=Ref("sammed.models.sam2d.sam_unet.pipeline:SamUNetPipeline"),
         checkpoint_file=None,
         source_url=SOURCE,
         license=LICENSE,
