@@ -34,14 +34,41 @@ def add_offline_argument(parser) -> None:
     )
 
 
-def add_model_arguments(parser, random_weights_help: str) -> None:
-    """--model, --checkpoint, --trust-checkpoint, --allow-random-weights and --offline, shared by subcommands."""
-    parser.add_argument("--model", "-m", default="sam-med3d-turbo", help="model name (see 'sammed models list')")
-    parser.add_argument("--checkpoint", "-c", metavar="PTH", help=CHECKPOINT_HELP)
-    parser.add_argument(
-        "--trust-checkpoint", action="store_true", help="allow a checkpoint that needs arbitrary code to unpickle"
-    )
-    parser.add_argument("--allow-random-weights", action="store_true", help=random_weights_help)
+def model_name(text: str) -> str:
+    """argparse type: a registered model name or alias, checked when the command line is parsed."""
+    from sammed.errors import UnknownModelError
+    from sammed.models.registry import get_model_spec
+
+    try:
+        get_model_spec(text)
+    except UnknownModelError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def add_model_arguments(
+    parser,
+    random_weights_help: str | None = None,
+    *,
+    default: str | None = "sam-med3d-turbo",
+    required: bool = False,
+    model_help: str = "model name (see 'sammed models list')",
+    checkpoint_help: str = CHECKPOINT_HELP,
+    trust_flag: bool = True,
+) -> None:
+    """The one declaration of the model flags: --model, --checkpoint, --trust-checkpoint, --offline,
+    and --allow-random-weights where ``random_weights_help`` says what it means for the command."""
+    parser.add_argument("--model", "-m", type=model_name, default=None if required else default,
+                        required=required, help=model_help)
+    parser.add_argument("--checkpoint", "-c", metavar="PTH", help=checkpoint_help)
+    if trust_flag:
+        parser.add_argument(
+            "--trust-checkpoint",
+            action="store_true",
+            help="allow a checkpoint that needs arbitrary code to unpickle (only for files you trust)",
+        )
+    if random_weights_help is not None:
+        parser.add_argument("--allow-random-weights", action="store_true", help=random_weights_help)
     add_offline_argument(parser)
 
 

@@ -8,7 +8,7 @@ import os
 from contextlib import nullcontext
 from pathlib import Path
 
-from sammed.cli.common import CHECKPOINT_HELP, add_offline_argument, console, resolve_checkpoint, step
+from sammed.cli.common import add_model_arguments, console, resolve_checkpoint, step
 from sammed.cli.options import non_negative_float, non_negative_int, positive_int
 from sammed.errors import SammedError
 
@@ -46,12 +46,7 @@ def register(commands) -> None:
         epilog=_EVAL_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", "-m", required=True, help="model name (see 'sammed models list')")
-    parser.add_argument("--checkpoint", "-c", metavar="PTH", help=CHECKPOINT_HELP)
-    parser.add_argument(
-        "--trust-checkpoint", action="store_true", help="allow a checkpoint that needs arbitrary code to unpickle"
-    )
-    add_offline_argument(parser)
+    add_model_arguments(parser, required=True)
     parser.add_argument(
         "--dataset",
         "-d",

@@ -15,7 +15,7 @@ import argparse
 import numpy as np
 
 from sammed.cli.common import console, resolve_checkpoint, step
-from sammed.cli.options import non_negative_int
+from sammed.cli.segment_backend import check_onnx_arguments
 from sammed.errors import PromptError, SammedError
 
 EPILOG_2D = """\
@@ -29,58 +29,6 @@ EPILOG_2D = """\
 
 A 2D DICOM file is windowed with its VOI LUT / WindowCenter-Width (else percentiles).
 """
-
-
-def add_arguments(segment: argparse.ArgumentParser) -> None:
-    """The 2D-only options of ``sammed segment``."""
-    segment.add_argument(
-        "--slice", type=non_negative_int, default=None, metavar="K", help="2D models: segment slice K of a 3D volume"
-    )
-    segment.add_argument(
-        "--axis",
-        choices=["i", "j", "k"],
-        default="k",
-        help="2D models: the voxel axis --slice counts along (default k)",
-    )
-
-
-def wants_2d(args: argparse.Namespace) -> bool:
-    """True when the chosen model is 2D (from --model, or from the files of --onnx-dir)."""
-    from sammed.models import get_model_spec
-
-    if args.model is not None:
-        return get_model_spec(args.model).dims == 2
-    if args.backend == "onnx" and args.onnx_dir is not None:
-        return _onnx_dir_dims(args.onnx_dir) == 2
-    return False
-
-
-def refuse_2d_arguments(args: argparse.Namespace) -> None:
-    """For the 3D path: 2D pictures and --slice need a 2D model; say so in one line."""
-    from sammed.io.image2d import PICTURE_SUFFIXES
-    from sammed.io.readers import image_suffix
-
-    if image_suffix(args.image) in PICTURE_SUFFIXES:
-        raise SammedError(
-            f"'{args.image}' is a 2D image and {args.model or 'sam-med3d-turbo'} is a 3D model: "
-            "use a 2D model, e.g. --model sam-med2d (see 'sammed models list')"
-        )
-    if args.slice is not None:
-        raise SammedError("--slice/--axis are for 2D models; a 3D model segments the whole volume")
-
-
-def _onnx_dir_dims(onnx_dir: str) -> int | None:
-    from pathlib import Path
-
-    from sammed.onnx_format import ENCODER_FILE, read_onnx_metadata
-
-    encoder = Path(onnx_dir) / ENCODER_FILE
-    if not encoder.is_file():
-        return None  # the backend's own loader reports the missing file
-    try:
-        return int(read_onnx_metadata(encoder).get("dims", 3))
-    except Exception:  # noqa: BLE001 - unreadable: let the backend's loader say why
-        return None
 
 
 def parse_point_2d(text: str) -> tuple[float, float, bool]:
@@ -125,14 +73,12 @@ def check_inside(x: float, y: float, size: tuple[int, int], what: str) -> None:
 
 
 def _check_flags(args: argparse.Namespace) -> None:
-    from sammed.cli.segment import _check_onnx_arguments
-
     if args.world:
         raise SammedError("--world is for 3D models; 2D prompts are pixel coordinates x,y (column, row)")
     if getattr(args, "max_windows", 1) != 1:
         raise SammedError("--max-windows is for 3D models")
     if args.backend == "onnx":
-        _check_onnx_arguments(args)
+        check_onnx_arguments(args)
         return
     if args.onnx_dir is not None:
         raise SammedError("--onnx-dir is only used with --backend onnx")

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from sammed.cli.common import add_offline_argument, console, resolve_checkpoint
+from sammed.cli.common import add_model_arguments, console, resolve_checkpoint
 from sammed.cli.options import (
     int_list,
     non_negative_float,
@@ -48,11 +48,13 @@ def register(commands) -> None:
     )
     train.add_argument("data", help="nnU-Net raw dataset folder (imagesTr/, labelsTr/)")
     train.add_argument("--out", "-o", required=True, help="run folder: checkpoints, metrics.csv, cache")
-    train.add_argument("--model", "-m", default="sam-med3d-turbo", help="registered model name (architecture)")
+    add_model_arguments(
+        train,
+        model_help="registered model name (architecture)",
+        checkpoint_help="initial weights: a file or a model name (fine-tuning; --stage 2 without it starts from --model's weights)",
+        trust_flag=False,  # initial weights are always read with the safe loader
+    )
     train.add_argument("--stage", type=int, choices=[1, 2], default=1, help="1: from scratch (lr 8e-4); 2: fine-tune a checkpoint (lr 8e-5)")
-    train.add_argument("--checkpoint", "-c", metavar="PTH",
-                       help="initial weights: a file or a model name (fine-tuning; --stage 2 without it starts from --model's weights)")
-    add_offline_argument(train)
     train.add_argument("--resume", action="store_true", help="continue from OUT/latest.pth (weights, optimizer, schedule, epoch)")
     train.add_argument("--epochs", type=positive_int)
     train.add_argument("--max-steps", type=positive_int, help="stop after this many optimizer steps")

@@ -85,8 +85,12 @@ class Session:
         device: str | torch.device | None = None,
         precision: str = "fp32",
         max_windows: int = 1,
+        validate: bool = True,
     ) -> None:
-        validate_volume(image)
+        """``validate=False``: the caller has already run ``validate_volume`` on ``image`` (it reads
+        every voxel, so the command line does it once, before the model loads)."""
+        if validate:
+            validate_volume(image)
         if not isinstance(model, PromptableModel3D):
             raise TypeError(f"{type(model).__name__} is not a promptable 3D model (see sammed.models.promptable)")
         self.image = image

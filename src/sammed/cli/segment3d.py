@@ -1,0 +1,97 @@
+"""``sammed segment`` with a 3D model: clicks and boxes on a volume, a mask on its exact grid."""
+
+from __future__ import annotations
+
+import argparse
+
+from sammed.cli.common import console, resolve_checkpoint, step
+from sammed.cli.segment_backend import check_onnx_arguments
+from sammed.errors import SammedError
+
+
+def run_segment3d(args: argparse.Namespace) -> int:
+    """Read, check the prompts and the output path, then load the model, segment and write."""
+    refuse_2d_arguments(args)
+    import numpy as np
+    import torch
+
+    from sammed.inference import Session
+    from sammed.io import read_image, validate_volume
+    from sammed.io.writers import WRITE_SUFFIXES
+    from sammed.io.outputs import refuse_output_on_input
+    from sammed.io.readers import image_suffix
+    from sammed.models import build_model, get_model_spec
+    from sammed.prompts import Point, parse_box, parse_point
+
+    if image_suffix(args.out) not in WRITE_SUFFIXES:
+        raise SammedError(f"cannot write '{args.out}': use one of {', '.join(WRITE_SUFFIXES)}")
+    refuse_output_on_input(args.out, [args.image, args.checkpoint, args.onnx_dir])
+    if not args.point and not args.box:
+        raise SammedError("give at least one --point or a --box")
+    space = "world" if args.world else "voxel"
+    points = [parse_point(p, space, args.convention) for p in args.point]
+    box = parse_box(args.box, space, args.convention) if args.box else None
+    spec = get_model_spec(args.model or "sam-med3d-turbo")
+    if args.backend == "onnx":
+        check_onnx_arguments(args)
+    elif args.onnx_dir is not None:
+        raise SammedError("--onnx-dir is only used with --backend onnx")
+    if args.backend == "torch" and args.device == "cuda" and not torch.cuda.is_available():
+        raise SammedError("--device cuda requested but no CUDA device is available")
+
+    with step(f"reading {args.image}"):
+        image = read_image(args.image)
+        validate_volume(image)
+    # Every prompt is checked against the image (and points become world LPS, once) before the
+    # slow model load.
+    points = [Point(tuple(p.to_world_lps(image.geometry)), p.positive, "world", "LPS") for p in points]
+    if box is not None:
+        box.corners_world_lps(image.geometry)
+
+    if args.backend == "onnx":
+        with step(f"loading ONNX model from {args.onnx_dir}"):
+            session = Session(_load_onnx_model(args), image, max_windows=args.max_windows, validate=False)
+    else:
+        checkpoint = resolve_checkpoint(args, spec.name)  # bundled, cached or downloaded once
+        with step(f"loading {spec.name} weights"):
+            model = build_model(spec.name, checkpoint=checkpoint, trust_checkpoint=args.trust_checkpoint)
+        session = Session(
+            model, image, device=args.device, precision=args.precision, max_windows=args.max_windows, validate=False
+        )
+    if box is not None:
+        with step("box prompt (encodes the model window)"):
+            session.add_box(box)
+    for number, point in enumerate(points, start=1):
+        label = "+" if point.positive else "-"
+        with step(f"click {number}/{len(points)} ({label})"):
+            session.add_point(point)
+    written = session.save(args.out)
+    voxels = int(session.mask().sum())
+    volume_ml = voxels * float(np.prod(image.spacing)) / 1000.0
+    console.print(f"wrote {written} ({voxels} voxels, {volume_ml:.1f} ml)")
+    return 0
+
+
+def refuse_2d_arguments(args: argparse.Namespace) -> None:
+    """For the 3D path: 2D pictures and --slice need a 2D model; say so in one line."""
+    from sammed.io.image2d import PICTURE_SUFFIXES
+    from sammed.io.readers import image_suffix
+
+    if image_suffix(args.image) in PICTURE_SUFFIXES:
+        raise SammedError(
+            f"'{args.image}' is a 2D image and {args.model or 'sam-med3d-turbo'} is a 3D model: "
+            "use a 2D model, e.g. --model sam-med2d (see 'sammed models list')"
+        )
+    if args.slice is not None:
+        raise SammedError("--slice/--axis are for 2D models; a 3D model segments the whole volume")
+
+
+def _load_onnx_model(args: argparse.Namespace):
+    """The exported model, checked against --model when one was given."""
+    from sammed.inference.onnx_backend import OnnxSamMed3D, providers_for_device
+    from sammed.models import get_model_spec
+
+    model = OnnxSamMed3D.from_dir(args.onnx_dir, providers=providers_for_device(args.device))
+    if args.model is not None and model.model_name and get_model_spec(args.model).name != model.model_name:
+        raise SammedError(f"--onnx-dir {args.onnx_dir} holds {model.model_name}, not {args.model}")
+    return model
