@@ -2,7 +2,7 @@
 
 The reference is the official computation done the official way: TorchIO resamples the *whole*
 volume to 1.5 mm, reorients it and crops a 128^3 ROI around a ground-truth-like cube at the
-click (``sammed.inference.official``), the encoder computes attention over every zero-padded
+click (``sammed.evaluation.official_pipeline``), the encoder computes attention over every zero-padded
 window token (``set_reference_windowing(True)``, the literal official math), and the prediction
 is pasted back by TorchIO nearest-neighbour resampling onto the full grid.
 
@@ -115,7 +115,7 @@ def run_sammed(inputs: dict, model_name: str, precision: str, repeats: int, queu
 
 def run_reference(inputs: dict, model_name: str, repeats: int, queue) -> None:
     """The official order: whole-volume TorchIO preprocessing, literal windows, TorchIO paste-back."""
-    from sammed.inference.official import postprocess_official, preprocess_official
+    from sammed.evaluation.official_pipeline import postprocess_official, preprocess_official
     from sammed.models import build_model
 
     t: dict = {}

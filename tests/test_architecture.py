@@ -53,3 +53,15 @@ def test_inference_does_not_import_the_exporter() -> None:
         if any(m.startswith("sammed.export") for m in _imports(path))
     ]
     assert offenders == []
+
+
+def test_axis_order_changes_only_in_io_and_geometry() -> None:
+    """SimpleITK's [k, j, i] arrays become ours in ``sammed.io`` and ``sammed.geometry`` only."""
+    allowed = {"io", "geometry.py"}
+    offenders = [
+        str(path.relative_to(SRC))
+        for path in SRC.rglob("*.py")
+        if path.relative_to(SRC).parts[0] not in allowed
+        and any(marker in path.read_text() for marker in ("transpose(2, 1, 0)", "sitk.Resample("))
+    ]
+    assert offenders == []

@@ -62,7 +62,7 @@ def _rows(result, interaction: int, track: str | None = None) -> dict:
 
 
 def test_official_equals_official_pipeline_after_1_and_3_clicks(tiny, mr_case, tmp_path):
-    from sammed.inference.official import validate_paired_img_gt
+    from sammed.evaluation.official_pipeline import validate_paired_img_gt
 
     protocol = get_protocol("sam-med3d-official")
     result = protocol.run_case(tiny, mr_case, _settings(protocol, 3))

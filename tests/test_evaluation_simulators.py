@@ -8,7 +8,7 @@ import torch
 from scipy import ndimage
 
 from sammed.evaluation import simulators as S
-from sammed.inference.clicks import random_sample_next_click
+from sammed.evaluation.official_clicks import random_sample_next_click
 
 
 def _blob(shape=(20, 22, 24)) -> np.ndarray:

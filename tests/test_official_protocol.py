@@ -23,8 +23,8 @@ from torch import nn
 
 pytest.importorskip("torchio")
 
-from sammed.inference import clicks as C  # noqa: E402
-from sammed.inference import official as O  # noqa: E402
+from sammed.evaluation import official_clicks as C  # noqa: E402
+from sammed.evaluation import official_pipeline as O  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PREPROC = SHARED / "fixtures" / "sam_med3d" / "preproc"
@@ -385,7 +385,7 @@ def test_version_guard(monkeypatch):
 def test_module_imports_without_torchio():
     code = (
         "import sys; sys.modules['torchio'] = None\n"
-        "import sammed.inference.official as O\n"
+        "import sammed.evaluation.official_pipeline as O\n"
         "try:\n    O.load_official_subject('a', 'b')\n"
         "except O.TorchioVersionError as e:\n    print('guard:', e)\n"
     )

@@ -32,7 +32,7 @@ from sammed.evaluation.protocols.clicks import TRACK, ClicksProtocol
 from sammed.evaluation.protocols.prompt_centred import SessionCase, click_prompt
 from sammed.evaluation.simulators import official_click
 from sammed.io.image import Image
-from sammed.io.readers import to_sitk
+from sammed.io.readers import from_sitk, to_sitk
 from sammed.prompts import Point
 
 Click = tuple[tuple[int, int, int], bool]
@@ -140,7 +140,7 @@ class RegionGrowing:
         region = sitk.ConfidenceConnected(source, seedList=[tuple(int(v) for v in s) for s in seeds],
                                           numberOfIterations=self.iterations, multiplier=self.multiplier,
                                           initialNeighborhoodRadius=self.initial_radius, replaceValue=1)
-        return sitk.GetArrayFromImage(region).transpose(2, 1, 0) > 0
+        return from_sitk(region).array > 0
 
     def _segment(self, source: sitk.Image, clicks: list[Click]) -> np.ndarray:
         positives = [c for c, positive in clicks if positive]

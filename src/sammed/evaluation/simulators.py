@@ -12,7 +12,7 @@ in, except the SAM-Med2D ones, which return ``(x, y)`` pixel coordinates as SAM 
 * :func:`cvpr25_box`, :func:`cvpr25_click` - the CVPR 2025 interactive challenge (``get_boxes.py``
   and ``CVPR25_iter_eval.py``), on ``(z, y, x)`` arrays as the challenge stores them.
 
-The SAM-Med3D samplers themselves live in :mod:`sammed.inference.clicks` and are reused here.
+The SAM-Med3D samplers themselves live in :mod:`sammed.evaluation.official_clicks` and are reused here.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from sammed.inference.clicks import get_next_click_random_error, get_next_click_ritm, random_sample_next_click
+from sammed.evaluation.official_clicks import get_next_click_random_error, get_next_click_ritm, random_sample_next_click
 
 __all__ = [
     "SimClick",

@@ -9,56 +9,16 @@ just the part of the original grid that the cube covers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import SimpleITK as sitk
 import torch
 
 from sammed.errors import InvalidImageError
+from sammed.geometry import CANONICAL_RAS_DIRECTION, RoiGrid, resample_onto  # noqa: F401  (re-exported)
 from sammed.io.image import Geometry, Image
 from sammed.io.readers import to_sitk
 
-# Direction (LPS world) of tensor axes A0, A1, A2 in canonical RAS orientation.
-CANONICAL_RAS_DIRECTION = np.diag([-1.0, -1.0, 1.0])
 OUTSIDE_LOGIT = -1000.0
-
-
-@dataclass(frozen=True)
-class RoiGrid:
-    """A cubic model window: ``size`` voxels of ``spacing`` mm, in canonical RAS orientation."""
-
-    geometry: Geometry
-
-    @classmethod
-    def centered_at(cls, center_lps, size: int = 128, spacing: float = 1.5) -> "RoiGrid":
-        """Window whose voxel (size/2, size/2, size/2) sits at ``center_lps`` (as the official crop)."""
-        center = np.asarray(center_lps, dtype=np.float64)
-        half = np.full(3, size // 2, dtype=np.float64)
-        origin = center - CANONICAL_RAS_DIRECTION @ (half * spacing)
-        return cls(Geometry((size,) * 3, (spacing,) * 3, tuple(origin), CANONICAL_RAS_DIRECTION))
-
-    @property
-    def size(self) -> int:
-        return self.geometry.size[0]
-
-    @property
-    def extent_mm(self) -> float:
-        return self.geometry.size[0] * self.geometry.spacing[0]
-
-    def to_index(self, world_lps) -> np.ndarray:
-        """World LPS (..., 3) -> continuous window index (A0, A1, A2)."""
-        return self.geometry.world_to_index(world_lps, "LPS")
-
-    def contains(self, world_lps, margin_voxels: float = 0.0) -> bool:
-        index = np.atleast_2d(self.to_index(world_lps))
-        low, high = margin_voxels - 0.5, self.size - 0.5 - margin_voxels
-        return bool(np.all(index >= low) and np.all(index <= high))
-
-    def key(self) -> tuple:
-        """Hashable identity for caching embeddings."""
-        g = self.geometry
-        return (g.size, g.spacing, tuple(np.round(g.origin, 6)))
 
 
 def sample_window(source: sitk.Image, roi: RoiGrid) -> np.ndarray:
@@ -67,19 +27,7 @@ def sample_window(source: sitk.Image, roi: RoiGrid) -> np.ndarray:
     Keeping the source pixel type reproduces the official pipeline, where an int16 CT is
     truncated towards zero after interpolation.
     """
-    g = roi.geometry
-    resampled = sitk.Resample(
-        source,
-        list(g.size),
-        sitk.Transform(),
-        sitk.sitkLinear,
-        list(g.origin),
-        list(g.spacing),
-        g.direction.flatten().tolist(),
-        0,
-        source.GetPixelID(),
-    )
-    return sitk.GetArrayFromImage(resampled).transpose(2, 1, 0)
+    return resample_onto(source, roi.geometry, "linear", outside=0.0)
 
 
 def zscore_foreground(window: np.ndarray) -> torch.Tensor:
@@ -127,26 +75,15 @@ def window_logits_to_region(
     ``logits`` may be a crop of the window starting at window index ``offset``. Interpolating
     logits, then thresholding at 0, gives smooth boundaries on a finer original grid; the
     official protocol instead thresholds first and uses nearest neighbour
-    (see :mod:`sammed.inference.official`).
+    (see :mod:`sammed.evaluation.official_pipeline`).
     """
     crop_origin = roi.geometry.index_to_world(np.asarray(offset, dtype=np.float64), "LPS")
     crop_geometry = Geometry(logits.shape, roi.geometry.spacing, tuple(crop_origin), roi.geometry.direction)
     window = to_sitk(Image(np.ascontiguousarray(logits, dtype=np.float32), crop_geometry))
     start = np.array([s.start for s in region], dtype=np.float64)
-    size = [s.stop - s.start for s in region]
-    origin = target.index_to_world(start, "LPS")
-    resampled = sitk.Resample(
-        window,
-        size,
-        sitk.Transform(),
-        sitk.sitkLinear,
-        origin.tolist(),
-        list(target.spacing),
-        target.direction.flatten().tolist(),
-        OUTSIDE_LOGIT,
-        sitk.sitkFloat32,
-    )
-    return sitk.GetArrayFromImage(resampled).transpose(2, 1, 0)
+    size = tuple(s.stop - s.start for s in region)
+    grid = Geometry(size, target.spacing, tuple(target.index_to_world(start, "LPS")), target.direction)
+    return resample_onto(window, grid, "linear", outside=OUTSIDE_LOGIT, pixel_id=sitk.sitkFloat32)
 
 
 def paste_window_mask(

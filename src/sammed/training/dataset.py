@@ -25,7 +25,8 @@ import torch
 from torch.utils.data import Dataset
 
 from sammed.errors import InvalidImageError, SammedError
-from sammed.inference.roi import CANONICAL_RAS_DIRECTION, RoiGrid, sample_window, zscore_foreground
+from sammed.geometry import RoiGrid, canonical_grid, resample_onto  # noqa: F401  (canonical_grid re-exported)
+from sammed.inference.roi import sample_window, zscore_foreground
 from sammed.io import read_image
 from sammed.io.image import Geometry
 from sammed.io.readers import to_sitk
@@ -80,32 +81,9 @@ def find_nnunet_cases(root: str | os.PathLike) -> list[CaseFiles]:
     return cases
 
 
-def canonical_grid(geometry: Geometry, spacing_mm: float) -> Geometry:
-    """Canonical RAS grid at ``spacing_mm`` covering the whole field of view of ``geometry``."""
-    size = np.asarray(geometry.size)
-    corners = np.array([[a, b, c] for a in (-0.5, size[0] - 0.5) for b in (-0.5, size[1] - 0.5) for c in (-0.5, size[2] - 0.5)])
-    # In canonical coordinates r = D @ lps, index = (r - r_origin) / spacing with D = diag(-1,-1,1).
-    canonical = geometry.index_to_world(corners, "LPS") @ CANONICAL_RAS_DIRECTION.T
-    low, high = canonical.min(axis=0), canonical.max(axis=0)
-    new_size = np.maximum(np.ceil((high - low) / spacing_mm - 1e-6).astype(int), 1)
-    origin = CANONICAL_RAS_DIRECTION @ (low + spacing_mm / 2)
-    return Geometry(tuple(new_size), (spacing_mm,) * 3, tuple(origin), CANONICAL_RAS_DIRECTION)
-
-
 def resample_labels(source: sitk.Image, grid: Geometry) -> np.ndarray:
     """Nearest-neighbour label resampling onto ``grid`` (zero outside), as ``[A0, A1, A2]``."""
-    resampled = sitk.Resample(
-        source,
-        list(grid.size),
-        sitk.Transform(),
-        sitk.sitkNearestNeighbor,
-        list(grid.origin),
-        list(grid.spacing),
-        grid.direction.flatten().tolist(),
-        0,
-        sitk.sitkUInt16,
-    )
-    return sitk.GetArrayFromImage(resampled).transpose(2, 1, 0)
+    return resample_onto(source, grid, "nearest", outside=0.0, pixel_id=sitk.sitkUInt16)
 
 
 def _atomic_save_npz(path: Path, **arrays) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sammed.inference.clicks import random_sample_next_click
+from sammed.evaluation.official_clicks import random_sample_next_click
 from sammed.training.config import TrainingConfigError
 
 

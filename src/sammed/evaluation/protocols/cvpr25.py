@@ -28,6 +28,7 @@ from sammed.evaluation.datasets import EvalCase
 from sammed.evaluation.protocols.base import CaseResult, EvalSettings, Protocol, metrics_row
 from sammed.evaluation.protocols.prompt_centred import SessionCase, click_prompt
 from sammed.evaluation.simulators import cvpr25_box, cvpr25_click
+from sammed.geometry import zyx_from_ijk
 
 TRACK = "box+clicks"
 
@@ -50,7 +51,7 @@ class Cvpr25Protocol(Protocol):
         gts = {t.key: opened.gt(t) for t in opened.targets}
         step: dict = {}
         for target in opened.targets:
-            box = cvpr25_box(gts[target.key].transpose(2, 1, 0), rng)
+            box = cvpr25_box(zyx_from_ijk(gts[target.key]), rng)
             low, high = (_ijk(c) for c in box.corners_zyx())
             seconds, note = opened.add_box(target, low, high)
             step[target.key] = ("box", low + high, seconds, note)
@@ -59,7 +60,7 @@ class Cvpr25Protocol(Protocol):
         for k in range(2, settings.interactions + 2):
             step = {}
             for target in opened.targets:
-                click = cvpr25_click((merged == target.key).transpose(2, 1, 0), gts[target.key].transpose(2, 1, 0))
+                click = cvpr25_click(zyx_from_ijk(merged == target.key), zyx_from_ijk(gts[target.key]))
                 if click is None:
                     step[target.key] = ("", None, 0.0, "no error left: no click")
                     continue

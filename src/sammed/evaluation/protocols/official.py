@@ -1,7 +1,7 @@
 """``sam-med3d-official``: what the current official SAM-Med3D inference reports (spec §8, §10).
 
 Per case, exactly ``validate_paired_img_gt`` followed by ``compute_metrics``, through
-:mod:`sammed.inference.official` (TorchIO 0.20.9, GT-centred 128^3 ROI at 1.5 mm, uniform
+:mod:`sammed.evaluation.official_pipeline` (TorchIO 0.20.9, GT-centred 128^3 ROI at 1.5 mm, uniform
 error-voxel clicks that accumulate, seed reset per case, classes in sorted order, predictions
 merged into one label map where later classes overwrite earlier ones). Each class is then scored
 on that merged map (``pred == class``) against ``gt == class`` with the GT's spacing and the
@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from sammed.errors import InvalidImageError
+from sammed.geometry import ijk_from_zyx
 from sammed.evaluation.datasets import EvalCase
 from sammed.evaluation.protocols.base import (
     CaseResult,
@@ -41,7 +42,7 @@ from sammed.evaluation.protocols.base import (
     require_label,
     select_targets,
 )
-from sammed.inference.official import (
+from sammed.evaluation.official_pipeline import (
     PINNED_TORCHIO,
     OfficialCase,
     TorchioVersionError,
@@ -114,7 +115,7 @@ class OfficialProtocol(Protocol):
         import SimpleITK as sitk
 
         gt_image = sitk.ReadImage(str(require_label(case, self.name)))
-        gt = sitk.GetArrayFromImage(gt_image).transpose(2, 1, 0)  # (i, j, k)
+        gt = ijk_from_zyx(sitk.GetArrayFromImage(gt_image))
         spacing = gt_image.GetSpacing()
         direction = np.array(gt_image.GetDirection()).reshape(3, 3)
         present = [int(v) for v in np.unique(gt) if v != 0]
@@ -176,4 +177,4 @@ class OfficialProtocol(Protocol):
             canvas[pasted == 1] = p.target.key
             newest[p.target.key] = fed[-1] if fed else None
             seconds[p.target.key] = time.perf_counter() - start + (p.seconds if clicks == 1 else 0.0)
-        return canvas.transpose(2, 1, 0), newest, seconds
+        return ijk_from_zyx(canvas), newest, seconds

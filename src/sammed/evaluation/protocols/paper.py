@@ -41,7 +41,7 @@ from sammed.evaluation.protocols.base import (
 )
 from sammed.evaluation.protocols.official import require_pinned_torchio
 from sammed.evaluation.simulators import paper_click
-from sammed.inference.official import load_official_subject
+from sammed.evaluation.official_pipeline import load_official_subject
 
 TRACK = "clicks"
 ROI_SIZE = 128

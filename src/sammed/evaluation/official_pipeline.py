@@ -40,8 +40,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import InvalidImageError, SammedError
-from .clicks import RNG, random_sample_next_click
+from sammed.errors import InvalidImageError, SammedError
+from sammed.evaluation.official_clicks import RNG, random_sample_next_click
+from sammed.geometry import zyx_from_ijk
 
 if TYPE_CHECKING:  # pragma: no cover
     import SimpleITK as sitk
@@ -307,7 +308,7 @@ def postprocess_official(pred_roi: np.ndarray, case: OfficialCase) -> np.ndarray
         affine=case.original_affine_ras,
     )
     pasted = tio.Resample(target=reference, image_interpolation="nearest", copy=False)(source)
-    return pasted.data[0].numpy().astype(np.uint8).transpose(2, 1, 0)
+    return zyx_from_ijk(pasted.data[0].numpy().astype(np.uint8))
 
 
 # --------------------------------------------------------------------------- model
@@ -355,7 +356,7 @@ def sam_model_infer_official(
             without drawing any click. ``None``: one positive click at the ROI centre.
         num_clicks: interaction rounds (>= 1).
         prev_low_res_mask: ``(1,1,S/4,S/4,S/4)`` initial mask prompt; zeros if None.
-        rng: click RNG (see :mod:`sammed.inference.clicks`); None = NumPy's global RNG.
+        rng: click RNG (see :mod:`sammed.evaluation.official_clicks`); None = NumPy's global RNG.
 
     Returns:
         ``(S,S,S)`` uint8 prediction in ROI ``(A0,A1,A2)`` order, and the clicks fed, in order.
