@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # System libraries for the napari plugin's headless tests (tests/test_napari.py), installed only
-# when missing: Qt 5's shared-library needs (the PyQt5 wheel brings Qt itself), Mesa's software
+# when missing: Qt 6's shared-library needs (the PyQt6 wheel brings Qt itself), Mesa's software
 # OpenGL, fonts, and Xvfb. Qt's offscreen platform draws napari's canvas through GLX, which needs
 # an X display: the tests start a private Xvfb when DISPLAY is unset.
 set -euo pipefail
@@ -9,12 +9,12 @@ packages=(
   libgl1 libegl1 libglx-mesa0 libgl1-mesa-dri            # OpenGL (llvmpipe software rendering)
   libglib2.0-0 libfontconfig1 libfreetype6 fonts-dejavu-core libdbus-1-3
   libx11-6 libx11-xcb1 libxkbcommon0 libxkbcommon-x11-0  # Qt's xcb platform too (QT_QPA_PLATFORM=xcb)
-  libxcb1 libxcb-glx0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render0
+  libxcb1 libxcb-cursor0 libxcb-glx0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render0
   libxcb-render-util0 libxcb-shape0 libxcb-shm0 libxcb-sync1 libxcb-util1 libxcb-xfixes0
   libxcb-xinerama0 libxcb-xkb1
 )
 if ! command -v dpkg-query >/dev/null 2>&1; then
-  echo "install_qt_libs.sh: not a Debian-like system; install Xvfb, Mesa OpenGL and Qt 5's X11 libraries yourself" >&2
+  echo "install_qt_libs.sh: not a Debian-like system; install Xvfb, Mesa OpenGL and Qt 6's X11 libraries yourself" >&2
   exit 0
 fi
 missing=()

@@ -204,6 +204,12 @@ def test_click_undo_new_object_save(make_napari_viewer, qtbot, ct_path, tmp_path
         assert back.geometry.origin == source.geometry.origin
         assert np.array_equal(back.geometry.direction, source.geometry.direction)
         assert np.array_equal(back.array, labels.T)
+    from sammed.napari._widget import _segmentation_writer
+
+    if _segmentation_writer() is not None:  # sammed.io writes Slicer .seg.nrrd: offered too
+        back = read_image(widget.save(tmp_path / "labels.seg.nrrd"))
+        assert back.geometry.size == source.geometry.size and back.geometry.origin == source.geometry.origin
+        assert np.array_equal(back.geometry.direction, source.geometry.direction)
 
     # reset clears everything
     qtbot.mouseClick(widget.reset_button, _left())
@@ -260,6 +266,23 @@ def test_plain_array_uses_voxels_and_the_layer_scale(make_napari_viewer, qtbot, 
     assert back.geometry.spacing == (3.0, 3.0, 3.0)
     np.testing.assert_allclose(back.geometry.origin, (30.0, 20.0, 10.0))
     assert np.array_equal(back.array, _labels(widget).T)
+    # a rectangle drawn on a slice of the boxes layer is a box prompt (flat across that slice)
+    before = _labels(widget).copy()
+    widget.new_object()
+    k = 20
+    widget.shapes_layer.add_rectangles(np.array([[k, 45, 70], [k, 45, 95], [k, 70, 95], [k, 70, 70]], dtype=float))
+    _settle(widget, qtbot)
+    assert "box on object 2" in widget.status.text()
+    assert (_labels(widget) == 2).any() and np.array_equal(_labels(widget) == 1, (before == 1) & (_labels(widget) != 2))
+    [(oid, low, high)] = widget._last.boxes
+    assert oid == 2 and tuple(low) == (70, 45, k) and tuple(high) == (95, 70, k)
+    # the scripting call a click makes
+    from sammed.napari import SegmentWidget
+
+    assert isinstance(widget, SegmentWidget)
+    widget.add_point((60, 50, 20), positive=False)
+    _settle(widget, qtbot)
+    assert "negative click on object 2" in widget.status.text()
     # the reader's transform of that file puts it where the plain layer was
     scale, translate = display_transform(back.geometry)
     np.testing.assert_allclose(scale, layer.scale)

@@ -18,6 +18,8 @@ wait.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from napari.layers import Image as ImageLayer
@@ -82,6 +84,23 @@ def _model_choices() -> list[tuple[str, str]]:
         choices.append((name, f"{name} ({where})"))
     choices.sort(key=lambda c: (c[0] != DEFAULT_MODEL, c[0]))
     return choices
+
+
+def _segmentation_writer():
+    """(write_labels, segmentation_suffix) from sammed.io when it writes .seg.nrrd / DICOM-SEG, else None."""
+    try:
+        from sammed.io.writers import segmentation_suffix, write_labels
+    except ImportError:
+        return None
+    return write_labels, segmentation_suffix
+
+
+def save_filters() -> str:
+    """The save dialog's formats: what ``SegmentWidget.save`` can write with this sammed."""
+    filters = SAVE_FILTERS
+    if _segmentation_writer() is not None:
+        filters += ";;Slicer segmentation (*.seg.nrrd);;DICOM-SEG (*.dcm)"
+    return filters
 
 
 def _devices() -> list[str]:
@@ -426,14 +445,25 @@ class SegmentWidget(QWidget):
         return bool(self._workers)
 
     def save(self, path):
-        """Write the labels layer on exactly the image's grid (size, spacing, origin, direction)."""
+        """Write the labels layer on exactly the image's grid (size, spacing, origin, direction).
+
+        NIfTI, NRRD and MetaImage always; a Slicer ``.seg.nrrd`` and a DICOM-SEG ``.dcm`` (for
+        a DICOM series input) when this sammed's ``sammed.io`` has their writer.
+        """
         if self.labels_layer is None or self._target is None:
             self._set_status("nothing to save yet: click in the image first", error=True)
             return None
-        labels = np.asarray(self.labels_layer.data)
-        geometry = self.labels_layer.metadata.get(METADATA_KEY, {}).get("geometry", self._target.image.geometry)
+        labels = np.asarray(self.labels_layer.data).T
+        image = self._target.image
+        geometry = self.labels_layer.metadata.get(METADATA_KEY, {}).get("geometry", image.geometry)
+        writer = _segmentation_writer()
         try:
-            written = write_mask(labels.T, geometry, path)
+            if writer is not None and writer[1](path):
+                source = image.source if image.source and Path(image.source).is_dir() else None
+                names = {int(v): f"object {int(v)}" for v in np.unique(labels) if v}
+                written = writer[0](labels, image, path, names=names, dicom_source=source)
+            else:
+                written = write_mask(labels, geometry, path)
         except SammedError as exc:
             self._set_status(str(exc), error=True)
             return None
@@ -443,8 +473,15 @@ class SegmentWidget(QWidget):
 
     def _save_dialog(self) -> None:
         source = self._target.image.source if self._target is not None else None
-        start = f"{source.rsplit('.nii', 1)[0]}_seg.nii.gz" if source and not source.endswith("/") else ""
-        path, _ = QFileDialog.getSaveFileName(self, "Save labels", start, SAVE_FILTERS)
+        start = ""
+        if source:
+            stem = Path(source).name
+            for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm"):
+                if stem.lower().endswith(suffix):
+                    stem = stem[: -len(suffix)]
+                    break
+            start = str(Path(source).parent / f"{stem}_seg.nii.gz")
+        path, _ = QFileDialog.getSaveFileName(self, "Save labels", start, save_filters())
         if path:
             self.save(path)
 
