@@ -16,3 +16,8 @@ if [ -n "$extras" ]; then
 else
   .venv/bin/python -m pip install --quiet -e .
 fi
+# The MONAI Label client (monailabel.client, as Slicer's extension ships it) for the client test:
+# --no-deps, because the package's own requirements pull a full training stack; it needs only requests.
+if [[ "$extras" == *test* ]]; then
+  .venv/bin/python -m pip install --quiet --no-deps "monailabel==0.8.5"
+fi

@@ -66,7 +66,20 @@ def register(commands) -> None:
         help="world convention for --world: RAS (NIfTI/Slicer, default) or LPS (DICOM/ITK)",
     )
     segment.add_argument(
-        "--out", "-o", required=True, metavar="MASK", help="output mask (.nii.gz, .nii, .nrrd, .mha; .png for 2D images)"
+        "--out",
+        "-o",
+        required=True,
+        metavar="MASK",
+        help=(
+            "output mask (.nii.gz, .nii, .nrrd, .mha; .seg.nrrd: a 3D Slicer segmentation with name and colour; "
+            ".dcm: a DICOM-SEG, for a DICOM series input; .png for 2D images)"
+        ),
+    )
+    segment.add_argument(
+        "--label",
+        metavar="NAME",
+        default=None,
+        help="the segment's name in .seg.nrrd and DICOM-SEG outputs (default 'object 1')",
     )
     add_model_arguments(segment, default=None, model_help="model name (see 'sammed models list'; default sam-med3d-turbo)")
     segment.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run the model")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from sammed.cli.common import console, resolve_checkpoint, step
 from sammed.cli.segment_backend import check_onnx_arguments
@@ -17,14 +18,23 @@ def run_segment3d(args: argparse.Namespace) -> int:
 
     from sammed.inference import Session
     from sammed.io import read_image, validate_volume
-    from sammed.io.writers import WRITE_SUFFIXES
     from sammed.io.outputs import refuse_output_on_input
     from sammed.io.readers import image_suffix
+    from sammed.io.dicom_seg import looks_like_dicom_input
+    from sammed.io.writers import SEGMENTATION_SUFFIXES, WRITE_SUFFIXES, segmentation_suffix
     from sammed.models import build_model, get_model_spec
     from sammed.prompts import Point, parse_box, parse_point
 
-    if image_suffix(args.out) not in WRITE_SUFFIXES:
-        raise SammedError(f"cannot write '{args.out}': use one of {', '.join(WRITE_SUFFIXES)}")
+    kind = segmentation_suffix(args.out)
+    if image_suffix(args.out) not in WRITE_SUFFIXES and kind is None:
+        raise SammedError(f"cannot write '{args.out}': use one of {', '.join((*WRITE_SUFFIXES, *SEGMENTATION_SUFFIXES))}")
+    if kind == ".dcm" and not looks_like_dicom_input(Path(args.image)):
+        raise SammedError(
+            f"cannot write '{args.out}': a DICOM-SEG (.dcm) needs a DICOM series as input, and '{args.image}' is not one "
+            "(write .nii.gz or .seg.nrrd instead)"
+        )
+    if args.label is not None and (not args.label.strip() or len(args.label) > 64 or any(ord(c) < 32 for c in args.label)):
+        raise SammedError("--label must be a name of 1 to 64 characters on one line")
     refuse_output_on_input(args.out, [args.image, args.checkpoint, args.onnx_dir])
     if not args.point and not args.box:
         raise SammedError("give at least one --point or a --box")
@@ -58,6 +68,8 @@ def run_segment3d(args: argparse.Namespace) -> int:
         session = Session(
             model, image, device=args.device, precision=args.precision, max_windows=args.max_windows, validate=False
         )
+    if args.label is not None:
+        session.set_name(session.active_object, args.label)
     if box is not None:
         with step("box prompt (encodes the model window)"):
             session.add_box(box)

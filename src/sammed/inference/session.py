@@ -25,7 +25,8 @@ from sammed.inference.roi import RoiGrid, covered_region, paste_window_mask, sam
 from sammed.io.image import Image
 from sammed.io.readers import to_sitk
 from sammed.io.validation import validate_volume
-from sammed.io.writers import write_mask
+from sammed.io.dicom_seg import looks_like_dicom_input
+from sammed.io.writers import segmentation_suffix, write_labels
 from sammed.prompts import Box, Point
 
 _EMBEDDING_CACHE_SIZE = 4
@@ -109,6 +110,7 @@ class Session:
         self._redo: list[_Action] = []
         self._embeddings: OrderedDict[tuple, tuple[RoiGrid, torch.Tensor]] = OrderedDict()
         self.active_object = 1
+        self._names: dict[int, str] = {}  # object id -> name (segment names in .seg.nrrd / DICOM-SEG)
         self.timings = SessionTimings()
         if max_windows < 1:
             raise PromptError(f"max_windows must be at least 1, got {max_windows}")
@@ -122,10 +124,35 @@ class Session:
     def object_ids(self) -> list[int]:
         return sorted(i for i, s in self._objects.items() if not s.is_empty)
 
-    def new_object(self) -> int:
-        """Start a new object; later prompts go to it unless another id is given."""
-        self.active_object = max([0, *self._objects, self.active_object]) + 1
+    def new_object(self, name: str | None = None) -> int:
+        """Start a new object; later prompts go to it unless another id is given.
+
+        ``name`` labels it in the files that keep names (Slicer's .seg.nrrd, DICOM-SEG).
+        """
+        self.active_object = max([0, *self._objects, *self._names, self.active_object]) + 1
+        if name is not None:
+            self.set_name(self.active_object, name)
         return self.active_object
+
+    def set_name(self, object_id: int, name: str) -> None:
+        """Name (or rename) an object; an empty name falls back to 'object N'."""
+        if object_id < 1:
+            raise PromptError(f"object ids start at 1, got {object_id}")
+        name = str(name).strip()
+        if any(ord(c) < 32 for c in name) or len(name) > 64:
+            raise PromptError("an object name is one line of at most 64 characters")
+        if name:
+            self._names[object_id] = name
+        else:
+            self._names.pop(object_id, None)
+
+    def object_name(self, object_id: int) -> str:
+        return self._names.get(object_id, f"object {object_id}")
+
+    @property
+    def names(self) -> dict[int, str]:
+        """The names given to objects (id -> name); unnamed objects are 'object N' in files."""
+        return dict(self._names)
 
     def state(self, object_id: int | None = None) -> ObjectState:
         """An object's current state (read-only: does not change the active object)."""
@@ -240,10 +267,30 @@ class Session:
                 labels[state.region][state.region_mask] = oid
         return labels
 
-    def save(self, path: str | Path, object_id: int | None = None) -> Path:
-        """Write the label map (or one object's mask) atomically with the input's geometry."""
-        array = self.label_map() if object_id is None else self.mask(object_id).astype(np.uint8)
-        return write_mask(array, self.image, path)
+    def save(self, path: str | Path, object_id: int | None = None, *, dicom_source: str | Path | list | None = None) -> Path:
+        """Write the label map (or one object's mask) atomically with the input's geometry.
+
+        The suffix picks the format: a label image (.nii.gz, .nrrd, ...), a Slicer segmentation
+        (.seg.nrrd) or a DICOM-SEG (.dcm, for DICOM inputs: ``dicom_source`` is the series folder,
+        by default the image's own source) with the objects' names and colours.
+        """
+        if object_id is None:
+            array, names = self.label_map(), self.names
+        else:
+            array, names = self.mask(object_id).astype(np.uint8), {1: self.object_name(object_id)}
+        if dicom_source is None and self.image.source and segmentation_suffix(path) == ".dcm":
+            dicom_source = self.image.source if looks_like_dicom_input(Path(self.image.source)) else None
+        return write_labels(array, self.image, path, names=names, dicom_source=dicom_source, algorithm=self.algorithm)
+
+    @property
+    def algorithm(self) -> tuple[str, str]:
+        """(model name, version) as DICOM-SEG's Algorithm Identification records them."""
+        from sammed import __version__
+
+        spec = getattr(self.model, "spec", None)
+        name = getattr(spec, "name", None) or getattr(self.model, "model_name", None) or type(self.model).__name__
+        digest = getattr(spec, "sha256", None)
+        return str(name), f"sammed {__version__}" + (f", weights sha256 {digest[:12]}" if digest else "")
 
     # ------------------------------------------------------------------ model
     def _apply(self, oid: int, before: ObjectState, candidate: ObjectState) -> np.ndarray:

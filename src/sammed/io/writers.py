@@ -130,3 +130,41 @@ def write_mask(
         mask = mask.array
     labels = _label_array(mask, geometry.size)
     return _atomic_write(to_sitk(Image(labels, geometry)), target, suffix, compress)
+
+
+# Formats that carry segment names and colours; ``image_suffix`` calls a .seg.nrrd '.nrrd'.
+SEGMENTATION_SUFFIXES = (".seg.nrrd", ".dcm")
+
+
+def segmentation_suffix(path: str | os.PathLike) -> str | None:
+    """'.seg.nrrd' or '.dcm' when ``path`` names a Slicer segmentation or a DICOM-SEG, else None."""
+    name = Path(path).name.lower()
+    return next((s for s in SEGMENTATION_SUFFIXES if name.endswith(s)), None)
+
+
+def write_labels(
+    labels: np.ndarray,
+    reference: Image,
+    path: str | os.PathLike,
+    *,
+    names: dict[int, str] | None = None,
+    dicom_source: str | os.PathLike | list | None = None,
+    algorithm: tuple[str, str] = ("sammed", "unknown"),
+) -> Path:
+    """Write a label map in the format its suffix names: .seg.nrrd (Slicer), .dcm (DICOM-SEG) or a label image.
+
+    A DICOM-SEG references its source series, so ``dicom_source`` (the series folder) is required
+    for .dcm; names label the segments of the formats that keep them.
+    """
+    kind = segmentation_suffix(path)
+    if kind == ".seg.nrrd":
+        from sammed.io.slicer_seg import write_slicer_seg
+
+        return write_slicer_seg(labels, reference, path, names=names)
+    if kind == ".dcm":
+        from sammed.io.dicom_seg import write_dicom_seg
+
+        if dicom_source is None:
+            raise ImageWriteError(f"cannot write '{path}': a DICOM-SEG (.dcm) needs a DICOM series as input")
+        return write_dicom_seg(labels, reference, dicom_source, path, names=names, algorithm=algorithm)
+    return write_mask(labels, reference, path)
