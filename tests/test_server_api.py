@@ -142,9 +142,9 @@ def test_monai_label_subset(client):
     session_id = put.json()["session_id"]
     assert client.get(f"/session/{session_id}").json()["session_id"] == session_id
     params = json.dumps({"foreground": [LIVER], "background": [[60, 40, 20]], "label": "liver"})
-    by_session = client.post("/infer/sam-med3d-tiny", params={"session_id": session_id}, data={"params": params})
+    by_session = client.post("/infer/sam-med3d-tiny", params={"session_id": session_id, "output": "image"}, data={"params": params})
     assert by_session.status_code == 200 and by_session.headers["content-type"] == "application/gzip"
-    by_path = client.post("/infer/sam-med3d-tiny", params={"image": "case1/ct.nii.gz"}, data={"params": params})
+    by_path = client.post("/infer/sam-med3d-tiny", params={"image": "case1/ct.nii.gz", "output": "image"}, data={"params": params})
     assert by_path.content[:2] == b"\x1f\x8b"
     # The same clicks through the session API give the same mask.
     _, key, url = open_session(client)

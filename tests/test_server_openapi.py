@@ -123,6 +123,25 @@ def test_every_reply_matches_the_published_schema(client):
     client.delete(f"/session/{sid}")
     client.get(f"/session/{sid}")
 
+    client.get("/auth/")
+    client.post("/auth/token", data={"username": "u", "password": "p"})
+    client.get("/auth/token/valid")
+    client.get("/train/")
+    client.get("/datastore/")
+    client.get("/datastore/", params={"output": "all"})
+    client.get("/datastore/", params={"output": "train"})
+    client.get("/datastore/image", params={"image": "ct"})
+    client.get("/datastore/image", params={"image": "../x"})
+    client.get("/datastore/label", params={"label": "ct", "tag": "final"})
+    with open(SAMPLE_CT, "rb") as fh:
+        client.put("/datastore/label", params={"image": "ct"}, files={"label": ("l.nii.gz", fh)}, data={"params": "{}"})
+    client.put("/datastore/label", params={"image": "ct"}, files={"label": ("l.txt", b"x")})
+    client.get("/datastore/label", params={"label": "ct", "tag": "final"})
+    client.post("/activelearning/first", json={})
+    client.post("/activelearning/random", json={})
+    client.post("/activelearning/other", json={})
+    client.post("/infer/sam-med3d-tiny", params={"image": "ct", "output": "dicom_seg"}, data=params)
+
     covered = {check_reply(schema, method, path, response) for method, path, response in client.log}
     published = {(path, method) for path, operations in schema["paths"].items() for method in operations}
     assert published - covered == set(), "operations in the schema that the scenario never called"

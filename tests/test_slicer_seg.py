@@ -85,3 +85,12 @@ def test_server_saves_seg_nrrd_with_object_names(checkpoint, tmp_path):
     mask = read_mask(root / "ct_seg.seg.nrrd", read_image(root / "ct.nii.gz"))
     np.testing.assert_array_equal(mask.ravel(order="F"), labels)
     assert not (root / "ct_seg.dcm").exists()
+
+
+def test_evaluation_reads_a_seg_nrrd_label(session_file):
+    from sammed.evaluation.datasets import EvalCase
+    from sammed.evaluation.protocols.base import read_case_volumes
+
+    session, path, _ = session_file
+    _, label = read_case_volumes(EvalCase("c", SAMPLE_CT, path))
+    np.testing.assert_array_equal(label.array, session.label_map())

@@ -7,6 +7,7 @@ lock keeps its requests in order while other sessions proceed.
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Callable
 from urllib.parse import quote
@@ -19,7 +20,8 @@ from starlette.datastructures import UploadFile
 from sammed import __version__
 from sammed.inference import Session
 from sammed.io.readers import READ_SUFFIXES, image_suffix
-from sammed.io.writers import WRITE_SUFFIXES
+from sammed.io.dicom_seg import looks_like_dicom_input
+from sammed.io.writers import WRITE_SUFFIXES, segmentation_suffix
 from sammed.server.context import ServerContext, context
 from sammed.server.errors import ConflictError, ForbiddenError, NotFoundError, ServerError
 from sammed.server.opening import admitted_image, new_session
@@ -32,6 +34,7 @@ from sammed.server.schemas import (
     FileEntry,
     FileList,
     NewObjectReply,
+    NewObjectRequest,
     PointPrompt,
     ResetRequest,
     SaveReply,
@@ -318,13 +321,17 @@ async def reset(live: Live, request: ResetRequest) -> ActionReply:
     return await _quick_action(live, lambda: live.session.reset(checked_object(live.session, request.object_id)))
 
 
-@router.post("/sessions/{session_id}/objects", response_model=NewObjectReply, summary="start a new object")
-async def new_object(live: Live) -> NewObjectReply:
+@router.post("/sessions/{session_id}/objects", response_model=NewObjectReply, summary="start a new object (optionally named)")
+async def new_object(live: Live, request: NewObjectRequest | None = None) -> NewObjectReply:
     async with live.lock:
         session = live.session
         if max([0, *session.object_ids, session.active_object]) >= MAX_OBJECT_ID:
             raise ConflictError(f"this session has reached the largest object id, {MAX_OBJECT_ID}")
-        return NewObjectReply(object_id=session.new_object())
+        name = request.name if request is not None else None
+        if name is not None and (not name.strip() or any(ord(c) < 32 for c in name)):
+            raise ServerError("an object name is one non-empty line")
+        object_id = session.new_object(name=name)
+        return NewObjectReply(object_id=object_id, name=session.object_name(object_id))
 
 
 def _labels(session: Session, region: tuple[slice, ...]) -> np.ndarray:
@@ -368,11 +375,16 @@ async def download_mask(
 def _save_target(ctx: ServerContext, live: LiveSession, filename: str | None) -> Path:
     if live.source is None:
         raise ConflictError("this image was uploaded, so it has no folder on the server: download the mask instead")
-    name = filename or f"{image_name(live.source)}_seg.nii.gz"
+    dicom = looks_like_dicom_input(live.source)
+    name = filename or f"{image_name(live.source)}_seg{'.dcm' if dicom else '.nii.gz'}"
     if "/" in name or "\\" in name or name.startswith(".") or "\x00" in name:
         raise ForbiddenError(f"'{name}' is not a plain file name")
-    if image_suffix(name) not in WRITE_SUFFIXES:
-        raise ServerError(f"cannot write '{name}': use one of {', '.join(WRITE_SUFFIXES)}")
+    allowed = (*WRITE_SUFFIXES, ".seg.nrrd", *((".dcm",) if dicom else ()))
+    kind = segmentation_suffix(name)
+    if image_suffix(name) not in WRITE_SUFFIXES and kind is None:
+        raise ServerError(f"cannot write '{name}': use one of {', '.join(allowed)}")
+    if kind == ".dcm" and not dicom:
+        raise ServerError(f"cannot write '{name}': a DICOM-SEG (.dcm) needs a DICOM series; this image is not one")
     root = ctx.config.data_root
     folder = relative_to_root(root, live.source.parent)
     target = resolve_in_root(root, f"{folder}/{name}" if folder != "." else name, must_exist=False)
@@ -391,6 +403,6 @@ async def save_mask(ctx: Ctx, live: Live, request: SaveRequest) -> SaveReply:
         raise ConflictError(f"'{relative_to_root(ctx.config.data_root, target)}' exists: send overwrite=true to replace it")
     async with live.lock:
         checked_object(live.session, request.object_id)
-        written = await run_in_threadpool(live.session.save, target, request.object_id)
+        written = await run_in_threadpool(partial(live.session.save, target, request.object_id, dicom_source=live.dicom or live.source))
         voxels = int(np.count_nonzero(await run_in_threadpool(_mask_array, live.session, request.object_id)))
     return SaveReply(path=relative_to_root(ctx.config.data_root, written), voxels=voxels)

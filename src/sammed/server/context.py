@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
@@ -16,6 +16,9 @@ class ServerContext:
     config: ServerConfig
     worker: ModelWorker
     store: SessionStore
+    # MONAI Label /infer?image=ID without a session: (image id, client id) -> session id, so
+    # repeated clicks on a datastore image refine one session instead of starting over
+    image_sessions: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 def context(request: Request) -> ServerContext:

@@ -38,6 +38,7 @@ class Click(Strict):
 
 class ObjectInfo(Strict):
     object_id: int
+    name: str = Field(description="the object's name ('object N' unless named); segment name in .seg.nrrd and DICOM-SEG")
     voxels: int = Field(description="mask size in voxels")
     clicks: list[Click]
     has_box: bool
@@ -97,13 +98,21 @@ class ActionReply(Strict):
     can_redo: bool
 
 
+class NewObjectRequest(Strict):
+    name: str | None = Field(default=None, max_length=64, description="a name for the object (e.g. 'liver')")
+
+
 class NewObjectReply(Strict):
     object_id: int
+    name: str
 
 
 class SaveRequest(Strict):
     filename: str | None = Field(
-        default=None, min_length=1, max_length=255, description="file name in the image's folder; default <image>_seg.nii.gz"
+        default=None, min_length=1, max_length=255, description=(
+            "file name in the image's folder (.nii.gz, .nii, .nrrd, .mha, .seg.nrrd with names and colours; "
+            ".dcm DICOM-SEG for DICOM series); default <image>_seg.nii.gz, <image>_seg.dcm for a DICOM series"
+        ),
     )
     object_id: ObjectId | None = Field(default=None, description="save one object as 0/1; default: the label map")
     overwrite: bool = False

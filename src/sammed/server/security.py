@@ -15,6 +15,9 @@ from urllib.parse import parse_qs
 from sammed.server.errors import ForbiddenError, NotFoundError
 
 TOKEN_COOKIE = "sammed_token"
+# MONAI Label's login: a client asks whether auth is on, then trades a password (here: the
+# token) for a bearer token. Both answer without the token; neither reveals anything else.
+PUBLIC_ENDPOINTS = {("GET", "/auth/"), ("POST", "/auth/token")}
 
 
 async def _send_json(send, status: int, detail: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
@@ -65,6 +68,8 @@ class TokenGuard:
         auth = _header(scope, b"authorization") or ""
         bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else None
         if self._matches(bearer) or self._matches(_cookie(scope, TOKEN_COOKIE)):
+            return await self.app(scope, receive, send)
+        if (scope.get("method"), scope["path"]) in PUBLIC_ENDPOINTS:
             return await self.app(scope, receive, send)
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         if scope["path"] == "/" and self._matches((query.get("token") or [None])[0]):

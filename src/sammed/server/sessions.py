@@ -33,6 +33,8 @@ class LiveSession:
     charge: int = 0  # bytes counted against the memory budget (see config.session_charge)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_used: float = field(default_factory=time.monotonic)
+    dicom: list | None = None  # headers of the source DICOM series (for DICOM-SEG), None otherwise
+    tracks: dict = field(default_factory=dict)  # MONAI Label: label name -> the points applied so far
 
     def touch(self) -> None:
         self.last_used = time.monotonic()

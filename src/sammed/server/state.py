@@ -55,6 +55,7 @@ def objects_info(session: Session) -> list[ObjectInfo]:
         infos.append(
             ObjectInfo(
                 object_id=oid,
+                name=session.object_name(oid),
                 voxels=object_voxels(state),
                 clicks=clicks,
                 has_box=state.box_corners is not None,

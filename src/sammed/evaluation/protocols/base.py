@@ -173,8 +173,18 @@ def require_label(case: EvalCase, protocol: str) -> Path:
 
 
 def read_case_volumes(case: EvalCase) -> tuple[Image, Image]:
-    """Image and label map of a 3D case; they must share one voxel grid."""
-    image, label = read_image(case.image), read_image(require_label(case, "3D"))
+    """Image and label map of a 3D case; they must share one voxel grid.
+
+    The label may also be a DICOM-SEG or a Slicer .seg.nrrd (read onto the image's grid).
+    """
+    from sammed.io.masks import is_segmentation_file, read_mask
+
+    label_path = require_label(case, "3D")
+    image = read_image(case.image)
+    if is_segmentation_file(label_path):
+        label = Image(read_mask(label_path, image), image.geometry, source=str(label_path))
+    else:
+        label = read_image(label_path)
     if image.ndim != 3 or label.ndim != 3:
         raise SammedError(f"case {case.case_id}: image and label must be 3D volumes")
     if not image.geometry.same_grid(label.geometry, atol=1e-3):
