@@ -71,6 +71,7 @@ def example_folder(tmp_path_factory, data_dir) -> Path:
     import threading
 
     import SimpleITK as sitk
+
     from support import save_fixture_checkpoint
 
     folder = tmp_path_factory.mktemp("readme")

@@ -131,7 +131,7 @@ def run_eval(args: argparse.Namespace) -> int:
         import matplotlib  # noqa: F401
         import monai  # noqa: F401
     except ImportError as exc:
-        raise SammedError(f"sammed eval needs the 'eval' extra ({exc.name} is missing): pip install 'sammed[eval]'")
+        raise SammedError(f"sammed eval needs the 'eval' extra ({exc.name} is missing): pip install 'sammed[eval]'") from None
     protocol, clicks = resolve_protocol(args.protocol, args.clicks)
     if args.max_cases is not None and args.max_cases < 1:
         raise SammedError("--max-cases must be at least 1")

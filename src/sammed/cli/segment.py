@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from sammed.cli.segment2d import EPILOG_2D
 from sammed.cli.common import add_model_arguments
 from sammed.cli.options import non_negative_int, positive_int
+from sammed.cli.segment2d import EPILOG_2D
 from sammed.cli.segment_backend import model_dims
 
 _SEGMENT_EPILOG = """\

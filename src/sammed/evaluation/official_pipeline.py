@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import copy
 import os
-import uuid
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
@@ -43,6 +41,7 @@ import torch.nn.functional as F
 from sammed.errors import InvalidImageError, SammedError
 from sammed.evaluation.official_clicks import RNG, random_sample_next_click
 from sammed.geometry import zyx_from_ijk
+from sammed.io.atomic import atomic_path
 
 if TYPE_CHECKING:  # pragma: no cover
     import SimpleITK as sitk
@@ -513,17 +512,8 @@ def _write_like(canvas: np.ndarray, reference: "sitk.Image", out_path: str | os.
     out.SetOrigin(reference.GetOrigin())
     out.SetDirection(reference.GetDirection())
     out.SetSpacing(reference.GetSpacing())
-    target = Path(out_path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    name = target.name
-    suffix = ".nii.gz" if name.endswith(".nii.gz") else target.suffix
-    tmp = target.with_name(f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
-    try:
+    with atomic_path(out_path) as tmp:
         sitk.WriteImage(out, str(tmp))
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def validate_paired_img_gt(

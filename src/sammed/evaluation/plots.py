@@ -9,15 +9,14 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from sammed.evaluation.protocols.base import Preview
-from sammed.evaluation.store import temp_beside
 from sammed.evaluation.summary import by_group, class_order, tracks_of
+from sammed.io.atomic import atomic_path
 
 __all__ = ["plot_curves", "plot_montage", "MONTAGE_EACH"]
 
@@ -35,13 +34,8 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> None:
-    tmp = temp_beside(path, ".png")
-    try:
+    with atomic_path(path, ".png") as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def plot_curves(path: Path, rows: Sequence[Mapping[str, Any]], tolerance_mm: float, title: str) -> Path:

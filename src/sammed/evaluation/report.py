@@ -19,8 +19,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from sammed.evaluation.metrics import HD_PERCENTILE
-from sammed.evaluation.store import write_text_atomic
 from sammed.evaluation.summary import auc_trapezoid, by_group, class_order, stat, tracks_of
+from sammed.io.atomic import write_text_atomic
 
 __all__ = ["write_csv", "write_json", "write_summary", "COLUMN_HELP", "EMPTY_MASK_CONVENTIONS"]
 

@@ -26,7 +26,8 @@ from sammed.evaluation.distributed import DistContext
 from sammed.evaluation.plots import plot_curves, plot_montage
 from sammed.evaluation.protocols import EvalSettings, Protocol
 from sammed.evaluation.report import write_csv, write_json, write_summary
-from sammed.evaluation.store import CaseStore, load_previews, read_finished, write_text_atomic
+from sammed.evaluation.store import CaseStore, load_previews, read_finished
+from sammed.io.atomic import write_text_atomic
 
 __all__ = ["EvalReport", "run_evaluation", "RUN_FILE"]
 

@@ -14,47 +14,18 @@ import json
 import os
 import re
 import secrets
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
 from sammed.evaluation.protocols.base import Preview
+from sammed.io.atomic import atomic_path
 
-__all__ = ["CaseStore", "read_finished", "write_text_atomic", "temp_beside", "preview_path", "load_previews"]
+__all__ = ["CaseStore", "read_finished", "preview_path", "load_previews"]
 
 PARTS_DIR = "parts"
 PREVIEWS_DIR = "previews"
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
-def temp_beside(path: Path, suffix: str) -> Path:
-    """An empty temp file next to ``path`` with normal permissions (``mkstemp`` makes it 0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())
-    return Path(tmp)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same folder and a rename."""
-    tmp = temp_beside(path, ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _safe_name(case_id: str) -> str:
@@ -72,13 +43,8 @@ def _save_previews(path: Path, previews: Mapping[str, Preview]) -> None:
     for index, (key, p) in enumerate(previews.items()):
         arrays[f"{index}_key"] = np.array(key)
         arrays[f"{index}_image"], arrays[f"{index}_gt"], arrays[f"{index}_pred"] = p.image, p.gt, p.pred
-    tmp = temp_beside(path, ".tmp.npz")
-    try:
+    with atomic_path(path, ".npz") as tmp:
         np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def load_previews(out_dir: Path, case_id: str) -> dict[str, Preview]:

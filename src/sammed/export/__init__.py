@@ -1,5 +1,6 @@
 """Model export to portable formats (ONNX) for runtimes other than PyTorch."""
 
+from sammed.export import onnx2d as _onnx2d  # noqa: F401, E402  (adds the 2D families to EXPORTERS)
 from sammed.export.onnx import (
     DECODER_FILE,
     ENCODER_FILE,
@@ -11,7 +12,6 @@ from sammed.export.onnx import (
     read_onnx_metadata,
 )
 from sammed.export.prompt_decoder import PromptDecoderGraph, layout_prompt_tokens
-from sammed.export import onnx2d as _onnx2d  # noqa: F401, E402  (adds the 2D families to EXPORTERS)
 
 __all__ = [
     "DECODER_FILE",

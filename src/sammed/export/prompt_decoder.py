@@ -13,7 +13,6 @@ model, not merely approximately the same function.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 

@@ -179,11 +179,11 @@ class OnnxSamMed3D:
         has_mask = mask_input is not None
         coords, labels = layout_prompt_tokens(
             _numpy(point_coords), _numpy(point_labels), _numpy(boxes), dims=3,
-            batch=mask_input.shape[0] if has_mask else 1,
+            batch=mask_input.shape[0] if mask_input is not None else 1,
         )
         batch, low = coords.shape[0], self.low_res_size
-        mask = _numpy(mask_input) if has_mask else np.zeros((batch, 1, low, low, low), dtype=np.float32)
-        embeddings = _numpy(embedding)
+        mask = _array(mask_input) if mask_input is not None else np.zeros((batch, 1, low, low, low), dtype=np.float32)
+        embeddings = _array(embedding)
         if embeddings.shape[0] != 1:
             raise ValueError("the exported decoder takes one image embedding (batch 1) shared by all prompts")
         low_res, iou = self._decoder.run(
@@ -205,6 +205,8 @@ class OnnxSamMed3D:
 
 
 def _numpy(tensor: torch.Tensor | None) -> np.ndarray | None:
-    if tensor is None:
-        return None
+    return None if tensor is None else _array(tensor)
+
+
+def _array(tensor: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(tensor.detach().cpu().float().numpy(), dtype=np.float32)

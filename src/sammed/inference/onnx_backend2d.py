@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from sammed.errors import SammedError
-from sammed.onnx_format import DECODER_FILE, ENCODER_FILE, layout_prompt_tokens
 from sammed.inference.onnx_backend import OnnxBackendError, open_onnx_pair
+from sammed.onnx_format import DECODER_FILE, ENCODER_FILE, layout_prompt_tokens
 
 SAM_UNET_FAMILY = "sam-unet"
 _SHARED_KEYS = ("family", "model", "img_size", "embedding_grid", "low_res_size", "prompt_embed_dim")
@@ -97,7 +97,8 @@ class OnnxSam2D:
         coords, labels = layout_prompt_tokens(_numpy(point_coords), _numpy(point_labels), _numpy(boxes), dims=2)
         batch, low = coords.shape[0], self.low_res_size
         has_mask = mask_input is not None
-        mask = _numpy(mask_input) if has_mask else np.zeros((1, 1, low, low), dtype=np.float32)
+        given = _numpy(mask_input)
+        mask = given if given is not None else np.zeros((1, 1, low, low), dtype=np.float32)
         if mask.shape[0] != batch:  # one mask prompt shared by every prompt set
             mask = np.ascontiguousarray(np.broadcast_to(mask, (batch, *mask.shape[1:])))
         prompts = {

@@ -49,7 +49,7 @@ class Predictor2D:
     """Stateful wrapper around a stateless 2D model: set an image, then predict many times."""
 
     def __init__(self, model: nn.Module, pipeline: Pipeline | None = None) -> None:
-        self.model = model
+        self.model: Any = model  # a 2D PyTorch model or an ONNX backend: used through its methods only
         self.pipeline = pipeline if pipeline is not None else pipeline_of(model)
         self.reset_image()
 
@@ -112,12 +112,13 @@ class Predictor2D:
         boxes = self._boxes_to_input(box)
         batch = 1 if boxes is None else boxes.shape[0]
         masks_in = self._mask_to_tensor(mask_input, batch)
-        if coords is not None and batch > 1:
+        if coords is not None and labels is not None and batch > 1:
             coords, labels = coords.expand(batch, -1, -1), labels.expand(batch, -1)
         masks, scores, low_res = self.predict_torch(coords, labels, boxes, masks_in, multimask_output, return_logits)
-        arrays = tuple(t.cpu().numpy() for t in (masks, scores, low_res))
-        batched = box is not None and np.ndim(box) == 2
-        return arrays if batched else tuple(a[0] for a in arrays)
+        masks_np, scores_np, low_res_np = (t.cpu().numpy() for t in (masks, scores, low_res))
+        if box is not None and np.ndim(box) == 2:  # batched boxes keep their leading axis
+            return masks_np, scores_np, low_res_np
+        return masks_np[0], scores_np[0], low_res_np[0]
 
     def predict_torch(
         self,

@@ -13,6 +13,7 @@ __all__ = [
     "from_sitk",
     "read_image",
     "to_sitk",
+    "validate_label_map",
     "validate_volume",
     "write_image",
     "write_mask",

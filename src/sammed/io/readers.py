@@ -341,7 +341,7 @@ def _restore_nifti_non_finite(path: Path, image: Image) -> None:
     """
     import nibabel as nib
 
-    data = np.asanyarray(nib.load(str(path)).dataobj)
+    data = np.asanyarray(nib.load(str(path)).dataobj)  # type: ignore[attr-defined]  # a NIfTI image has one
     if data.shape != image.array.shape:
         return
     bad = ~np.isfinite(data)

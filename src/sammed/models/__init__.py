@@ -5,7 +5,15 @@ without torch; the architectures and ``build_model``'s loading import torch on f
 """
 
 from sammed._lazy import lazy_exports
-from sammed.models.registry import REGISTRY, ModelSpec, Ref, build_model, get_model_spec, list_models, register
+from sammed.models.registry import (  # noqa: F401  (re-exported: see __all__)
+    REGISTRY,
+    ModelSpec,
+    Ref,
+    build_model,
+    get_model_spec,
+    list_models,
+    register,
+)
 
 _EXPORTS = {
     "SamMed3D": "sammed.models.sam3d.model",

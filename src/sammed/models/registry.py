@@ -144,10 +144,9 @@ def build_model(
         checkpoint = require_weights(spec)
     model = spec.build(**overrides)
     if checkpoint is not None:
-        state_dict = extract_state_dict(read_checkpoint(checkpoint, trust_checkpoint=trust_checkpoint))
-        state_dict = spec.adapt(state_dict)
+        state_dict = spec.adapt(extract_state_dict(read_checkpoint(checkpoint, trust_checkpoint=trust_checkpoint)))
         load_weights(model, state_dict, model_name=spec.name)
-    model.spec = spec  # type: ignore[attr-defined]  # lets pipelines read preprocessing facts
+    setattr(model, "spec", spec)  # lets the 2D predictor and the exporters read preprocessing facts
     return model.eval()
 
 

@@ -9,13 +9,13 @@ loaders both read the weights. Metadata is kept to plain types (no ``argparse.Na
 from __future__ import annotations
 
 import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 
 import torch
 
 from sammed.errors import CheckpointError
+from sammed.io.atomic import atomic_path
 from sammed.models.checkpoint import read_checkpoint
 
 LATEST = "latest.pth"
@@ -33,25 +33,11 @@ def restore_scheduler_state(scheduler, state: dict) -> None:
         scheduler.milestones = Counter(scheduler.milestones)
 
 
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from sammed.errors import InvalidImageError, SammedError
 from sammed.geometry import RoiGrid, canonical_grid, resample_onto  # noqa: F401  (canonical_grid re-exported)
 from sammed.inference.roi import sample_window, zscore_foreground
 from sammed.io import read_image
+from sammed.io.atomic import atomic_path, write_text_atomic
 from sammed.io.image import Geometry
 from sammed.io.readers import to_sitk
 
@@ -87,14 +87,8 @@ def resample_labels(source: sitk.Image, grid: Geometry) -> np.ndarray:
 
 
 def _atomic_save_npz(path: Path, **arrays) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
-    os.close(fd)
-    try:
+    with atomic_path(path, ".npz") as tmp:
         np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _source_stamp(case: CaseFiles) -> list:
@@ -124,10 +118,7 @@ def build_cache(root: str | os.PathLike, cache_dir: str | os.PathLike, spacing_m
             progress(case.case_id)
         entries[case.case_id] = _cache_case(case, target, spacing_mm)
     manifest = {"version": CACHE_VERSION, "spacing_mm": spacing_mm, "cases": entries}
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".manifest.", suffix=".json")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(manifest, handle, indent=1)
-    os.replace(tmp, manifest_path)
+    write_text_atomic(manifest_path, json.dumps(manifest, indent=1))
     return manifest
 
 

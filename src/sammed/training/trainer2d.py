@@ -19,7 +19,6 @@ which :func:`sammed.models.build_model` reads.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

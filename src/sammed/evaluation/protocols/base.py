@@ -113,7 +113,7 @@ class Protocol(ABC):
     def columns(self) -> tuple[str, ...]:
         return ROW_COLUMNS + self.extra_columns
 
-    def requires(self) -> None:
+    def requires(self) -> None:  # noqa: B027  (a hook: most protocols need nothing extra)
         """Raise a one-line error if an optional dependency of the protocol is missing."""
 
 

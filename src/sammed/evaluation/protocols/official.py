@@ -30,8 +30,16 @@ import torch
 from torch import nn
 
 from sammed.errors import InvalidImageError
-from sammed.geometry import ijk_from_zyx
 from sammed.evaluation.datasets import EvalCase
+from sammed.evaluation.official_pipeline import (
+    PINNED_TORCHIO,
+    OfficialCase,
+    TorchioVersionError,
+    load_official_subject,
+    postprocess_official,
+    preprocess_subject,
+    sam_model_infer_official,
+)
 from sammed.evaluation.protocols.base import (
     CaseResult,
     EvalSettings,
@@ -42,15 +50,7 @@ from sammed.evaluation.protocols.base import (
     require_label,
     select_targets,
 )
-from sammed.evaluation.official_pipeline import (
-    PINNED_TORCHIO,
-    OfficialCase,
-    TorchioVersionError,
-    load_official_subject,
-    postprocess_official,
-    preprocess_subject,
-    sam_model_infer_official,
-)
+from sammed.geometry import ijk_from_zyx
 
 TRACK = "clicks"
 

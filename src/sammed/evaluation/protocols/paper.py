@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from sammed.evaluation.datasets import EvalCase
+from sammed.evaluation.official_pipeline import load_official_subject
 from sammed.evaluation.protocols.base import (
     CaseResult,
     EvalSettings,
@@ -41,7 +42,6 @@ from sammed.evaluation.protocols.base import (
 )
 from sammed.evaluation.protocols.official import require_pinned_torchio
 from sammed.evaluation.simulators import paper_click
-from sammed.evaluation.official_pipeline import load_official_subject
 
 TRACK = "clicks"
 ROI_SIZE = 128

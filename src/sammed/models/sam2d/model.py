@@ -20,6 +20,7 @@ from sammed.models.sam2d.image_encoder import ImageEncoderViT
 from sammed.models.sam2d.mask_decoder import MaskDecoder
 from sammed.models.sam2d.prompt_encoder import PromptEncoder
 
+
 class Sam2D(nn.Module):
     """Container of the three official parts plus the normalisation buffers.
 

@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from sammed.models.sam2d.image_encoder import ImageEncoderViT
-from sammed.models.sam2d.model import Sam2D, Sam2DConfig
-from sammed.models.sam2d.sam_unet.config import SamUNetConfig
+from sammed.models.sam2d.model import Sam2D
 from sammed.models.sam2d.prompt_encoder import PromptEncoder
 from sammed.models.sam2d.sam_unet.adapters import Reshaper, upsampler_x4
+from sammed.models.sam2d.sam_unet.config import SamUNetConfig
 from sammed.models.sam2d.sam_unet.mask_decoder import MedMaskDecoder
 from sammed.models.sam2d.sam_unet.resnet import ResNetBranch
 

@@ -1,0 +1,74 @@
+"""Atomic file writes: the one way sammed puts a file in place.
+
+A writer fills a temporary file beside the target (same folder, so the final rename never
+crosses file systems; same suffix, so writers that pick the format from the name, such as
+SimpleITK, Matplotlib and NumPy, still do), the data is flushed to disk, and one
+``os.replace`` makes it appear whole. An exception at any point removes the temporary file
+and leaves an existing target untouched. The file gets the mode an ordinary ``open`` would
+give (``mkstemp`` alone makes it 0600).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def _full_suffix(name: str) -> str:
+    for double in (".nii.gz", ".seg.nrrd", ".tar.gz"):
+        if name.lower().endswith(double):
+            return name[-len(double):]
+    return Path(name).suffix
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces ``target`` in one step.
+
+    ``suffix`` defaults to the target's (``.nii.gz`` counted whole). The target's folder is
+    created if needed.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    suffix = _full_suffix(target.name) if suffix is None else suffix
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    os.close(fd)
+    temporary = Path(name)
+    try:
+        yield temporary
+        os.chmod(temporary, 0o666 & ~_umask())
+        _fsync(temporary)
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(target) as temporary:
+        temporary.write_bytes(data)
+    return Path(target)
+
+
+def write_text_atomic(target: str | os.PathLike, text: str) -> Path:
+    with atomic_path(target) as temporary:
+        with open(temporary, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+    return Path(target)
