@@ -18,7 +18,6 @@ import pytest
 
 from sammed.data import SAMPLE_CT, SAMPLE_CT_LIVER_VOXEL
 from sammed.server import ServerConfig, create_app
-
 from server_fixtures import RunningServer, tiny_checkpoint
 
 CHROMIUM = Path("/usr/bin/chromium")

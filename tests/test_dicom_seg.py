@@ -65,8 +65,8 @@ def test_dcm_output_for_a_non_dicom_input_is_refused(tmp_path, tiny_checkpoint, 
 
 
 def test_read_mask_refuses_a_seg_of_another_grid(series, tmp_path):
-    from sammed.io.dicom_seg import write_dicom_seg
     from sammed.errors import InvalidImageError
+    from sammed.io.dicom_seg import write_dicom_seg
 
     image = read_image(series)
     labels = np.zeros(image.shape, dtype=np.uint8)

@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_evaluation_datasets import make_nnunet
 
 from sammed.cli import main
+from test_evaluation_datasets import make_nnunet
 
 pytest.importorskip("torchio")
 

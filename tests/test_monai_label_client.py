@@ -22,7 +22,6 @@ import SimpleITK as sitk
 from sammed.data import SAMPLE_CT, SAMPLE_CT_LIVER_VOXEL
 from sammed.io import read_image
 from sammed.server import ServerConfig, create_app
-
 from server_fixtures import RunningServer, checkpoint  # noqa: F401  (fixture)
 
 with warnings.catch_warnings():
@@ -174,7 +173,7 @@ def test_bad_requests_get_monai_label_errors_and_write_nothing(server, root, tmp
         (infer(f"{MODEL}?image=case1/ct", json.dumps({"foreground": [LIVER], "roi": [1, 2]})), 400, "roi"),
         (infer(f"{MODEL}?image=case1/ct", json.dumps({"foreground": [LIVER], "result_extension": ".exe"})), 400, "result_extension"),
         (infer(f"{MODEL}?image=case1/ct&output=dicom_seg", fg), 400, "DICOM"),
-        (infer(f"other-model?image=case1/ct", fg), 404, "unknown model"),
+        (infer("other-model?image=case1/ct", fg), 404, "unknown model"),
         (infer(f"{MODEL}?image=nope", fg), 404, "does not exist"),
         (infer(f"{MODEL}?image=../outside", fg), 403, "'..'"),
         (requests.get(f"{url}/datastore/image", params={"image": "missing"}, timeout=30), 404, "Image NOT Found"),

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from support import FIXTURES_DIR, synth_weights
 from torch import nn
 
 from sammed.errors import CheckpointError, PromptError
@@ -35,6 +34,7 @@ from sammed.models.sam2d.sam_unet import (
 )
 from sammed.models.sam2d.sam_unet.pipeline import scale_boxes_float32, scale_coords_float32
 from sammed.models.sam2d.transforms import longest_side_shape, resize_longest_side
+from support import FIXTURES_DIR, synth_weights
 
 UNET = FIXTURES_DIR / "sam_unet"
 SPECS_DIR = FIXTURES_DIR.parent / "specs"

@@ -15,7 +15,6 @@ from fastapi.testclient import TestClient
 from sammed.data import SAMPLE_CT, SAMPLE_CT_LIVER_VOXEL
 from sammed.io import read_image
 from sammed.server import ServerConfig, create_app
-
 from server_fixtures import checkpoint  # noqa: F401  (fixture)
 
 LIVER = list(SAMPLE_CT_LIVER_VOXEL)

@@ -13,7 +13,6 @@ import gzip
 import os
 import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import unquote
 
 import nibabel as nib
@@ -25,7 +24,6 @@ from sammed.cli import main
 from sammed.data import SAMPLE_CT, SAMPLE_CT_LIVER_VOXEL
 from sammed.server import ServerConfig, create_app
 from sammed.server.config import session_charge
-
 from server_fixtures import tiny_checkpoint
 
 LIVER = list(SAMPLE_CT_LIVER_VOXEL)

@@ -19,7 +19,6 @@ from fastapi.testclient import TestClient
 
 from sammed.data import SAMPLE_CT
 from sammed.server import ServerConfig, create_app
-
 from server_fixtures import tiny_checkpoint
 
 

@@ -18,7 +18,6 @@ from hypothesis.errors import Unsatisfiable
 
 from sammed.data import SAMPLE_CT, SAMPLE_CT_LIVER_VOXEL
 from sammed.server import ServerConfig, create_app
-
 from server_fixtures import tiny_checkpoint
 
 schemathesis = pytest.importorskip("schemathesis")

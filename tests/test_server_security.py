@@ -13,7 +13,6 @@ from sammed.cli import main
 from sammed.data import SAMPLE_CT
 from sammed.server import ServerConfig, create_app
 from sammed.server.config import ServerConfigError, is_loopback
-
 from server_fixtures import checkpoint  # noqa: F401  (fixture)
 
 TOKEN = "a-long-enough-test-token-123"

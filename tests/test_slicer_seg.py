@@ -18,7 +18,6 @@ from sammed.io.masks import read_mask, read_mask_segments
 from sammed.io.segments import default_color
 from sammed.models import build_model
 from sammed.server import ServerConfig, create_app
-
 from server_fixtures import checkpoint  # noqa: F401  (fixture)
 
 LIVER = list(SAMPLE_CT_LIVER_VOXEL)

@@ -18,9 +18,9 @@ def run_segment3d(args: argparse.Namespace) -> int:
 
     from sammed.inference import Session
     from sammed.io import read_image, validate_volume
+    from sammed.io.dicom_seg import looks_like_dicom_input
     from sammed.io.outputs import refuse_output_on_input
     from sammed.io.readers import image_suffix
-    from sammed.io.dicom_seg import looks_like_dicom_input
     from sammed.io.writers import SEGMENTATION_SUFFIXES, WRITE_SUFFIXES, segmentation_suffix
     from sammed.models import build_model, get_model_spec
     from sammed.prompts import Point, parse_box, parse_point

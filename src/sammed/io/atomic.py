@@ -48,7 +48,8 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     suffix = _full_suffix(target.name) if suffix is None else suffix
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    stem = target.name[: len(target.name) - len(suffix)] if target.name.endswith(suffix) else target.name
+    fd, name = tempfile.mkstemp(prefix=f".{stem}.tmp-", suffix=suffix, dir=target.parent)  # hidden, same format
     os.close(fd)
     temporary = Path(name)
     try:

@@ -212,9 +212,10 @@ def read_dicom_seg(path: str | os.PathLike, reference: Image | Geometry) -> tupl
         match = _TRACKING.match(str(item.get("TrackingID", "")))
         value = int(match.group(1)) if match else number
         values[number] = value
-        color = (1.0, 1.0, 0.0)
+        color: tuple[float, float, float] = (1.0, 1.0, 0.0)
         if item.get("RecommendedDisplayCIELabValue"):
-            color = tuple(c / 255.0 for c in hd.color.CIELabColor.from_dicom_value(item.RecommendedDisplayCIELabValue).to_rgb())
+            rgb = hd.color.CIELabColor.from_dicom_value(item.RecommendedDisplayCIELabValue).to_rgb()
+            color = (rgb[0] / 255.0, rgb[1] / 255.0, rgb[2] / 255.0)
         segments[number] = Segment(value, str(item.SegmentLabel), color)
     shared = seg.SharedFunctionalGroupsSequence[0]
 
@@ -231,9 +232,9 @@ def read_dicom_seg(path: str | os.PathLike, reference: Image | Geometry) -> tupl
         raise InvalidImageError(f"DICOM-SEG '{source.name}' is not in the image's orientation (resampling is not supported)")
     top = max(values.values(), default=1)
     labels = np.zeros(geometry.size, dtype=np.uint8 if top <= 255 else np.uint16, order="F")
-    for index, item in enumerate(seg.PerFrameFunctionalGroupsSequence):
-        number = int(group(item, "SegmentIdentificationSequence").ReferencedSegmentNumber)
-        position = np.asarray([float(v) for v in group(item, "PlanePositionSequence").ImagePositionPatient])
+    for index, frame in enumerate(seg.PerFrameFunctionalGroupsSequence):
+        number = int(group(frame, "SegmentIdentificationSequence").ReferencedSegmentNumber)
+        position = np.asarray([float(v) for v in group(frame, "PlanePositionSequence").ImagePositionPatient])
         at = geometry.world_to_index(position, "LPS")
         k = int(round(at[2]))
         spacing = np.asarray(geometry.spacing)

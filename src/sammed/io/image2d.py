@@ -28,7 +28,6 @@ Pixel coordinates everywhere are (x, y) = (column, row), as in SAM.
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,11 +35,12 @@ from pathlib import Path
 import numpy as np
 
 from sammed.errors import ImageReadError, ImageWriteError, InvalidImageError
+from sammed.io.atomic import atomic_path
 from sammed.io.dicom import looks_like_dicom
 from sammed.io.image import Geometry, Image
 from sammed.io.readers import image_suffix, read_image
 from sammed.io.validation import validate_volume
-from sammed.io.writers import WRITE_SUFFIXES, _fsync, _remove_quietly, write_mask
+from sammed.io.writers import WRITE_SUFFIXES, write_mask
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 MASK_2D_SUFFIX = ".png"
@@ -370,15 +370,9 @@ def write_png_mask(mask: np.ndarray, path: str | os.PathLike) -> Path:
     except OSError as exc:
         reason = f"cannot create folder '{target.parent}' ({exc.strerror})"
         raise ImageWriteError(f"cannot write '{target}': {reason}") from None
-    temporary = target.with_name(f".{target.stem}.tmp-{secrets.token_hex(4)}.png")
     try:
-        try:
+        with atomic_path(target, ".png") as temporary:
             PILImage.fromarray(pixels).save(temporary, format="PNG")
-            _fsync(temporary)
-            os.replace(temporary, target)
-        except BaseException:
-            _remove_quietly(temporary)
-            raise
     except OSError as exc:
         raise ImageWriteError(f"cannot write '{target}': {exc.strerror or exc}") from None
     return target

@@ -128,8 +128,8 @@ def read_slicer_seg(path: str | os.PathLike) -> tuple[Image, list[Segment]]:
         out = value if value not in used else max(used | {0}) + 1
         used.add(out)
         labels[layers[layer] == value] = out
-        color = tuple(float(c) for c in info.get("color", (1.0, 1.0, 0.0)))[:3]
-        segments.append(Segment(out, str(info.get("name") or f"Segment_{number}"), color))
+        red, green, blue = (float(c) for c in tuple(info.get("color", (1.0, 1.0, 0.0)))[:3])
+        segments.append(Segment(out, str(info.get("name") or f"Segment_{number}"), (red, green, blue)))
     if not segments and layers.any():
         labels = layers.max(axis=0).astype(np.uint16)
         segments = segments_for(labels)

@@ -9,13 +9,13 @@ existing target untouched.
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from sammed.errors import ImageWriteError, InvalidImageError
+from sammed.io.atomic import atomic_path
 from sammed.io.image import Geometry, Image
 from sammed.io.readers import image_suffix, sitk_error_essence, to_sitk
 
@@ -62,38 +62,15 @@ def _label_array(mask: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
     return arr.astype(np.uint8 if hi <= np.iinfo(np.uint8).max else np.uint16)
 
 
-def _remove_quietly(path: Path) -> None:
-    try:
-        path.unlink(missing_ok=True)
-    except OSError:
-        pass
-
-
-def _fsync(path: Path) -> None:
-    """Flush the finished temp file so the rename never exposes a half-written file after a crash."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _atomic_write(img: sitk.Image, target: Path, suffix: str, compress: bool) -> Path:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         reason = exc.strerror or exc
         raise ImageWriteError(f"cannot write '{target}': cannot create folder '{target.parent}' ({reason})") from None
-    stem = target.name[: len(target.name) - len(suffix)]
-    tmp = target.with_name(f".{stem}.tmp-{secrets.token_hex(4)}{suffix}")
     try:
-        try:
+        with atomic_path(target, suffix) as tmp:
             sitk.WriteImage(img, str(tmp), useCompression=compress and suffix in _COMPRESSIBLE)
-            _fsync(tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            _remove_quietly(tmp)
-            raise
     except RuntimeError as exc:
         raise ImageWriteError(f"cannot write '{target}': {sitk_error_essence(exc)}") from None
     except OSError as exc:

@@ -146,7 +146,7 @@ def build_model(
     if checkpoint is not None:
         state_dict = spec.adapt(extract_state_dict(read_checkpoint(checkpoint, trust_checkpoint=trust_checkpoint)))
         load_weights(model, state_dict, model_name=spec.name)
-    setattr(model, "spec", spec)  # lets the 2D predictor and the exporters read preprocessing facts
+    model.__dict__["spec"] = spec  # lets the 2D predictor and the exporters read preprocessing facts
     return model.eval()
 
 

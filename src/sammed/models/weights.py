@@ -270,10 +270,9 @@ def _progress_bar():
 def _write_manifest(folder: Path, entry: CachedWeights) -> None:
     record = {**asdict(entry), "file": entry.path.name, "downloaded": datetime.now(timezone.utc).isoformat()}
     del record["path"]
-    handle, temporary = tempfile.mkstemp(prefix=f"{MANIFEST}.", suffix=PARTIAL_SUFFIX, dir=folder)
-    with os.fdopen(handle, "w") as stream:
-        json.dump(record, stream, indent=2)
-    os.replace(temporary, folder / MANIFEST)
+    from sammed.io.atomic import write_text_atomic  # here: sammed.io pulls SimpleITK, listing models must not
+
+    write_text_atomic(folder / MANIFEST, json.dumps(record, indent=2))
 
 
 def _size_text(url: str) -> str:

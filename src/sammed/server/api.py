@@ -19,8 +19,8 @@ from starlette.datastructures import UploadFile
 
 from sammed import __version__
 from sammed.inference import Session
-from sammed.io.readers import READ_SUFFIXES, image_suffix
 from sammed.io.dicom_seg import looks_like_dicom_input
+from sammed.io.readers import READ_SUFFIXES, image_suffix
 from sammed.io.writers import WRITE_SUFFIXES, segmentation_suffix
 from sammed.server.context import ServerContext, context
 from sammed.server.errors import ConflictError, ForbiddenError, NotFoundError, ServerError

@@ -41,7 +41,7 @@ from sammed.io.masks import read_mask
 from sammed.io.readers import to_sitk
 from sammed.io.slicer_seg import write_slicer_seg
 from sammed.server.context import ServerContext, context
-from sammed.server.datastore import FINAL, LABEL_SUFFIXES, Datastore, DataImage, check_tag, place_file
+from sammed.server.datastore import FINAL, LABEL_SUFFIXES, DataImage, Datastore, check_tag, place_file
 from sammed.server.errors import ForbiddenError, NotFoundError, ServerError
 from sammed.server.opening import admitted_image, new_session
 from sammed.server.schemas import ErrorReply
