@@ -17,7 +17,7 @@ _EXPORTS = {
     "PromptEncoder": "sammed.models.sam2d.prompt_encoder",
     "Sam2D": "sammed.models.sam2d.model",
     "Sam2DConfig": "sammed.models.sam2d.config",
-    "TwoWayTransformer": "sammed.models.sam2d.mask_decoder",
+    "TwoWayTransformer": "sammed.models.common",
     "build_sam2d": "sammed.models.sam2d.model",
     "drop_adapter_weights": "sammed.models.sam2d.model",
 }

@@ -1,21 +1,16 @@
 """SAM's 2D mask decoder: output tokens + prompt tokens <-> image embedding -> mask logits, IoU.
 
-The two-way transformer is shared with SAM-Med3D: it only flattens the spatial axes of the
-embedding, so the 3D class computes exactly SAM's 2D maths on a (B, C, h, w) input.
+The two-way transformer (``sammed.models.common``) is shared with SAM-Med3D: it only flattens
+the spatial axes of the embedding.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from sammed.models.common import MLP, LayerNorm2d
+from sammed.models.common import MLP, LayerNorm2d, TwoWayTransformer
 from sammed.models.mask_decoding import MaskDecoderBase
 from sammed.models.sam2d.matmul_conv import MatmulConvTranspose2d
-from sammed.models.sam3d.transformer import TwoWayTransformer3D
-
-
-class TwoWayTransformer(TwoWayTransformer3D):
-    """SAM's two-way transformer on a (B, C, h, w) image embedding (same code as the 3D one)."""
 
 
 class MaskDecoder(MaskDecoderBase):
