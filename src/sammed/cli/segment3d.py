@@ -35,9 +35,14 @@ def run_segment3d(args: argparse.Namespace) -> int:
         )
     if args.label is not None and (not args.label.strip() or len(args.label) > 64 or any(ord(c) < 32 for c in args.label)):
         raise SammedError("--label must be a name of 1 to 64 characters on one line")
-    refuse_output_on_input(args.out, [args.image, args.checkpoint, args.onnx_dir])
-    if not args.point and not args.box:
-        raise SammedError("give at least one --point or a --box")
+    refuse_output_on_input(args.out, [args.image, args.checkpoint, args.onnx_dir, getattr(args, "init_mask", None)])
+    init_mask = getattr(args, "init_mask", None)
+    if getattr(args, "auto", False):
+        raise SammedError("--auto is for 2D models (e.g. --model sam-med2d)")
+    if getattr(args, "init_label", None) is not None and init_mask is None:
+        raise SammedError("--init-label needs --init-mask")
+    if not args.point and not args.box and init_mask is None:
+        raise SammedError("give at least one --point, a --box or an --init-mask")
     space = "world" if args.world else "voxel"
     points = [parse_point(p, space, args.convention) for p in args.point]
     box = parse_box(args.box, space, args.convention) if args.box else None
@@ -57,6 +62,14 @@ def run_segment3d(args: argparse.Namespace) -> int:
     points = [Point(tuple(p.to_world_lps(image.geometry)), p.positive, "world", "LPS") for p in points]
     if box is not None:
         box.corners_world_lps(image.geometry)
+    seed = None
+    if init_mask is not None:  # read and checked against the image before the model loads
+        from sammed.inference.scribble import initial_mask_region
+
+        with step(f"reading {init_mask}"):
+            region, region_mask = initial_mask_region(init_mask, image, args.init_label)
+        seed = np.zeros(image.shape, dtype=bool)
+        seed[region] = region_mask
 
     if args.backend == "onnx":
         with step(f"loading ONNX model from {args.onnx_dir}"):
@@ -70,6 +83,8 @@ def run_segment3d(args: argparse.Namespace) -> int:
         )
     if args.label is not None:
         session.set_name(session.active_object, args.label)
+    if seed is not None:
+        session.add_initial_mask(seed)
     if box is not None:
         with step("box prompt (encodes the model window)"):
             session.add_box(box)

@@ -19,15 +19,37 @@ import torch
 from torch import nn
 
 from sammed.errors import PromptError
+from sammed.inference.mask_prompt import (
+    MASK_PROMPT_LOGIT,
+    cells_touched,
+    cropped_mask_image,
+    logits_from_fraction,
+    window_fraction,
+)
 from sammed.inference.precision import autocast, resolve_precision
-from sammed.models.promptable import PromptableModel3D
-from sammed.inference.roi import RoiGrid, covered_region, paste_window_mask, sample_window, zscore_foreground
+from sammed.inference.roi import (
+    RoiGrid,
+    bounding_box,
+    covered_region,
+    paste_window_mask,
+    sample_window,
+    zscore_foreground,
+)
+from sammed.inference.scribble import (
+    LassoEdit,
+    initial_mask_region,
+    interior_points,
+    lasso_fill,
+    sample_polyline,
+    scribble_voxels,
+)
+from sammed.io.dicom_seg import looks_like_dicom_input
 from sammed.io.image import Image
 from sammed.io.readers import to_sitk
 from sammed.io.validation import validate_volume
-from sammed.io.dicom_seg import looks_like_dicom_input
 from sammed.io.writers import segmentation_suffix, write_labels
-from sammed.prompts import Box, Point
+from sammed.models.promptable import PromptableModel3D
+from sammed.prompts import Box, Convention, Point, Space
 
 _EMBEDDING_CACHE_SIZE = 4
 # A new object's first prompt reuses an already-encoded window when it lies at least this many
@@ -47,10 +69,14 @@ class ObjectState:
     region_mask: np.ndarray | None = None  # bool mask on ``region`` (None when empty)
     iou: float | None = None
     extra_windows: tuple[RoiGrid, ...] = ()  # neighbour windows that extended the object
+    # The mask came from a mask prompt (initial mask, lasso): a window without previous logits
+    # takes its mask prompt from the current mask, and voxels outside every decoded window keep it.
+    seeded: bool = False
+    edits: tuple[LassoEdit, ...] = ()  # lassos, re-applied after each prediction
 
     @property
     def is_empty(self) -> bool:
-        return not self.clicks and self.box_corners is None
+        return not self.clicks and self.box_corners is None and self.region is None and not self.edits
 
 
 @dataclass
@@ -87,9 +113,13 @@ class Session:
         precision: str = "fp32",
         max_windows: int = 1,
         validate: bool = True,
+        protect_existing: bool = False,
     ) -> None:
         """``validate=False``: the caller has already run ``validate_volume`` on ``image`` (it reads
-        every voxel, so the command line does it once, before the model loads)."""
+        every voxel, so the command line does it once, before the model loads).
+
+        ``protect_existing=True``: an object never takes voxels other objects already hold (they
+        enter its mask prompt as background), and the label map never overwrites a label."""
         if validate:
             validate_volume(image)
         if not isinstance(model, PromptableModel3D):
@@ -118,6 +148,7 @@ class Session:
         # larger than a window grow into 50%-overlapping neighbours (see _follow_across_windows).
         self.max_windows = max_windows
         self._cache_size = max(_EMBEDDING_CACHE_SIZE, max_windows + 2)
+        self.protect_existing = protect_existing
 
     # ------------------------------------------------------------------ objects
     @property
@@ -172,8 +203,8 @@ class Session:
         position,
         positive: bool = True,
         object_id: int | None = None,
-        space: str = "voxel",
-        convention: str = "RAS",
+        space: Space = "voxel",
+        convention: Convention = "RAS",
     ) -> np.ndarray:
         """Add a click and return the object's new mask (bool, the image's shape)."""
         point = position if isinstance(position, Point) else Point(tuple(position), positive, space, convention)
@@ -189,8 +220,8 @@ class Session:
         corner_a,
         corner_b=None,
         object_id: int | None = None,
-        space: str = "voxel",
-        convention: str = "RAS",
+        space: Space = "voxel",
+        convention: Convention = "RAS",
     ) -> np.ndarray:
         """Add a 3D box (two opposite corners) and return the object's new mask.
 
@@ -207,6 +238,79 @@ class Session:
             center = tuple(corners.mean(axis=0))
             candidate = replace(candidate, clicks=before.clicks + ((center, 1),))
         return self._apply(oid, before, candidate)
+
+    def add_initial_mask(self, mask, object_id: int | None = None, *, label: int | None = None) -> np.ndarray:
+        """Start an object from an existing mask (refining e.g. TotalSegmentator's output); return it.
+
+        ``mask`` is a bool array of the image's shape, or a label file on the image's grid
+        (NIfTI/NRRD/MHA, DICOM-SEG, ``.seg.nrrd``) of which ``label`` is used (default: every
+        non-zero voxel). It becomes the object's mask as given and the model's mask prompt; the
+        window is centred on its bounding box, so the next click refines it. Undoable.
+        """
+        region, region_mask = initial_mask_region(mask, self.image, label)
+        oid = self._target(object_id)
+        if self.protect_existing:
+            region, region_mask = self._settle(ObjectState(), ObjectState(), oid, (), region, region_mask)
+            if region is None:
+                raise PromptError("the initial mask lies entirely inside other objects (protect_existing)")
+        low, high = np.array([s.start for s in region]), np.array([s.stop for s in region])
+        center = self.image.geometry.index_to_world((low + high - 1) / 2.0, "LPS")
+        roi = RoiGrid.centered_at(center, size=self.roi_size, spacing=self.roi_spacing)
+        low_res = self._guarded(self._seed_logits(roi, region, region_mask), roi, oid)
+        after = ObjectState(roi=roi, low_res=low_res, region=region, region_mask=region_mask, seeded=True)
+        self._record(oid, self.state(oid), after)
+        self.active_object = oid
+        return self.mask(oid)
+
+    def add_scribble(self, voxels_ijk, positive: bool = True, object_id: int | None = None) -> np.ndarray:
+        """Add a scribble (a polyline of voxel positions (i, j, k)) and return the object's mask.
+
+        SAM-Med3D takes points: the scribble becomes clicks of its sign spaced evenly along its
+        length in mm (rule and reasons in :mod:`sammed.inference.scribble`).
+        """
+        ijk = scribble_voxels(voxels_ijk, self.image.shape)
+        samples = sample_polyline(np.atleast_2d(self.image.geometry.index_to_world(ijk, "LPS")))
+        oid = self._target(object_id)
+        before = self.state(oid)
+        clicks = tuple(((float(p[0]), float(p[1]), float(p[2])), int(positive)) for p in samples)
+        mask = self._apply(oid, before, replace(before, clicks=before.clicks + clicks))
+        self.active_object = oid
+        return mask
+
+    def add_lasso(
+        self, polygon, axis: str = "k", index: int | None = None, positive: bool = True, object_id: int | None = None
+    ) -> np.ndarray:
+        """Add a closed polygon on slice ``index`` along ``axis`` and return the object's mask.
+
+        Vertices are the two remaining voxel indices in order (``axis="k"``: (i, j)). The filled
+        region enters the mask prompt (+ or - logits on that slice's cells) with clicks inside it,
+        and is then added to (positive) or removed from (negative) the object, also after later
+        clicks. Undoable.
+        """
+        if index is None:
+            raise PromptError("a lasso needs the slice index it was drawn on")
+        edit = replace(lasso_fill(polygon, axis, index, self.image.shape), positive=positive)
+        voxels = edit.voxels()
+        geometry = self.image.geometry
+        filled_world = np.atleast_2d(geometry.index_to_world(voxels.astype(np.float64), "LPS"))
+        points = np.atleast_2d(geometry.index_to_world(interior_points(voxels), "LPS"))
+        oid = self._target(object_id)
+        before = self.state(oid)
+        clicks = tuple(((float(p[0]), float(p[1]), float(p[2])), int(positive)) for p in points)
+        candidate = replace(
+            before, clicks=before.clicks + clicks, edits=before.edits + (edit,), seeded=before.seeded or positive
+        )
+        after = self._predict(candidate, previous=before, oid=oid, cells=(filled_world, positive))
+        self._record(oid, before, after)
+        self.active_object = oid
+        return self.mask(oid)
+
+    def _target(self, object_id: int | None) -> int:
+        """The object a prompt goes to, checked without changing the session."""
+        oid = self.active_object if object_id is None else int(object_id)
+        if oid < 1:
+            raise PromptError(f"object ids start at 1, got {oid}")
+        return oid
 
     # ------------------------------------------------------------------ history
     def undo(self) -> bool:
@@ -264,7 +368,9 @@ class Session:
         for oid in ids:
             state = self._objects[oid]
             if state.region is not None:
-                labels[state.region][state.region_mask] = oid
+                target = labels[state.region]
+                # protect_existing: a label once written is never overwritten
+                target[state.region_mask & (target == 0) if self.protect_existing else state.region_mask] = oid
         return labels
 
     def save(self, path: str | Path, object_id: int | None = None, *, dicom_source: str | Path | list | None = None) -> Path:
@@ -294,7 +400,7 @@ class Session:
 
     # ------------------------------------------------------------------ model
     def _apply(self, oid: int, before: ObjectState, candidate: ObjectState) -> np.ndarray:
-        after = self._predict(candidate, previous=before)
+        after = self._predict(candidate, previous=before, oid=oid)
         self._record(oid, before, after)
         return self.mask(oid)
 
@@ -363,20 +469,31 @@ class Session:
             self.timings.decoder += time.perf_counter() - start
         return low_res, float(iou.flatten()[0]), logits
 
-    def _predict(self, state: ObjectState, previous: ObjectState) -> ObjectState:
+    def _predict(
+        self, state: ObjectState, previous: ObjectState, oid: int | None = None, cells: tuple | None = None
+    ) -> ObjectState:
+        """``cells``: (world points, positive) of a lasso, written into the mask prompt."""
         self.timings = SessionTimings()
         start = time.perf_counter()
         roi = self._plan_roi(state, previous)
         embedding = self._embedding(roi)
         same_window = previous.roi is not None and previous.roi.key() == roi.key()
-        mask_input = previous.low_res if same_window and previous.low_res is not None else self._zero_mask()
+        if same_window and previous.low_res is not None:
+            mask_input = previous.low_res
+        elif previous.seeded and previous.region is not None and previous.region_mask is not None:  # new window
+            mask_input = self._seed_logits(roi, previous.region, previous.region_mask)
+        else:
+            mask_input = self._zero_mask()
+        mask_input = self._guarded(mask_input, roi, oid, cells)
         low_res, iou, logits = self._decode(roi, embedding, state.clicks, mask_input, state.box_corners)
         pieces = [paste_window_mask(logits, roi, self.image.geometry)]
         extra: tuple[RoiGrid, ...] = ()
         if self.max_windows > 1:
-            extra, more = self._follow_across_windows(roi, logits, low_res)
+            extra, more = self._follow_across_windows(roi, logits, low_res, previous, oid)
             pieces += more
         region, region_mask = _union(pieces, self.image.shape)
+        if previous.seeded or state.edits or (self.protect_existing and oid is not None):
+            region, region_mask = self._settle(state, previous, oid, (roi, *extra), region, region_mask)
         self.timings.total = time.perf_counter() - start
         return replace(
             state, roi=roi, low_res=low_res, region=region, region_mask=region_mask, iou=iou, extra_windows=extra
@@ -386,14 +503,80 @@ class Session:
         size = self.model.low_res_size
         return torch.zeros(1, 1, size, size, size, device=self.device)
 
-    def _follow_across_windows(self, roi: RoiGrid, logits: np.ndarray, low_res: torch.Tensor):
+    def _seed_logits(self, roi: RoiGrid, region: tuple[slice, ...], region_mask: np.ndarray) -> torch.Tensor:
+        """An object's mask as the low-res mask prompt of ``roi`` (see sammed.inference.mask_prompt)."""
+        image = cropped_mask_image(region, region_mask, self.image.geometry)
+        return logits_from_fraction(window_fraction(image, roi, self.model.low_res_size)).to(self.device)
+
+    def _guarded(self, mask_input: torch.Tensor, roi: RoiGrid, oid: int | None, cells: tuple | None = None) -> torch.Tensor:
+        """The mask prompt with a lasso's cells set to its sign and, with ``protect_existing``,
+        the cells other objects hold set to background."""
+        if cells is None and not (self.protect_existing and oid is not None):
+            return mask_input
+        mask_input = mask_input.clone()
+        size = self.model.low_res_size
+        if cells is not None:
+            world, positive = cells
+            touched = torch.as_tensor(cells_touched(world, roi, size), device=mask_input.device)
+            mask_input[0, 0][touched] = MASK_PROMPT_LOGIT if positive else -MASK_PROMPT_LOGIT
+        if self.protect_existing and oid is not None:
+            for other, state in self._objects.items():
+                if other == oid or state.region is None or state.region_mask is None:
+                    continue
+                held = window_fraction(cropped_mask_image(state.region, state.region_mask, self.image.geometry), roi, size)
+                mask_input[0, 0][torch.as_tensor(held >= 0.5, device=mask_input.device)] = -MASK_PROMPT_LOGIT
+        return mask_input
+
+    def _settle(self, state: ObjectState, previous: ObjectState, oid: int | None, windows, region, region_mask):
+        """The final mask: a seeded object keeps its previous mask outside every decoded window,
+        lassos are re-applied, and with ``protect_existing`` other objects' voxels are removed."""
+        full = np.zeros(self.image.shape, dtype=bool)
+        if region is not None:
+            full[region] = region_mask
+        if previous.seeded and previous.region is not None and previous.region_mask is not None and windows:
+            inside = self._inside_windows(previous.region, previous.region_mask, windows)
+            full[previous.region] |= previous.region_mask & ~inside
+        for edit in state.edits:
+            edit.apply(full)
+        if self.protect_existing and oid is not None:
+            for other, other_state in self._objects.items():
+                if other != oid and other_state.region is not None and other_state.region_mask is not None:
+                    full[other_state.region] &= ~other_state.region_mask
+        box = bounding_box(full)
+        if box is None:
+            return None, None
+        tight = tuple(slice(int(a), int(b)) for a, b in zip(*box))
+        return tight, full[tight].copy()
+
+    def _inside_windows(self, region: tuple[slice, ...], mask: np.ndarray, windows) -> np.ndarray:
+        """Which True voxels of (region, mask) lie inside at least one of ``windows``."""
+        inside = np.zeros(mask.shape, dtype=bool)
+        voxels = np.argwhere(mask)
+        for chunk in np.array_split(voxels, max(1, len(voxels) // 200_000)):
+            world = self.image.geometry.index_to_world(chunk + [s.start for s in region], "LPS")
+            hit = np.zeros(len(chunk), dtype=bool)
+            for roi in windows:
+                index = np.atleast_2d(roi.to_index(world))
+                hit |= np.all((index >= -0.5) & (index <= roi.size - 0.5), axis=1)
+            inside[tuple(chunk[hit].T)] = True
+        return inside
+
+    def _follow_across_windows(
+        self,
+        roi: RoiGrid,
+        logits: np.ndarray,
+        low_res: torch.Tensor,
+        previous: ObjectState | None = None,
+        oid: int | None = None,
+    ):
         """Extend a structure larger than one window with 50%-overlapping neighbour windows.
 
         Whenever the mask reaches a face of a window and the image continues past it, a window
         shifted by half its size across that face is encoded and prompted with (a) a positive
         click at the strongest voxel of the shared half and (b) the parent's low-res logits
         shifted into the new window, the sliding-window extension the SAM-Med3D paper describes.
-        Masks are merged by union; at most ``max_windows`` windows per object.
+        Masks are merged by union; at most ``max_windows`` windows per object. For a seeded object
+        (initial mask) the half the parent did not see takes the previous mask as its prompt.
         """
         half = self.roi_size // 2
         visited = {roi.key()}
@@ -422,7 +605,12 @@ class Session:
                 seed_index = np.array(seed, dtype=np.float64)
                 seed_index[axis] += half if side > 0 else 0
                 seed_world = tuple(parent.geometry.index_to_world(seed_index, "LPS"))
-                mask_input = _shift_low_res(parent_low, axis, side * parent_low.shape[2 + axis] // 2)
+                cells = side * parent_low.shape[2 + axis] // 2
+                mask_input = _shift_low_res(parent_low, axis, cells)
+                if previous is not None and previous.seeded and previous.region is not None and previous.region_mask is not None:
+                    seen = _shift_low_res(torch.ones_like(parent_low), axis, cells) > 0
+                    mask_input = torch.where(seen, mask_input, self._seed_logits(child, previous.region, previous.region_mask))
+                mask_input = self._guarded(mask_input, child, oid)
                 child_low, _, child_logits = self._decode(child, self._embedding(child), ((seed_world, 1),), mask_input)
                 pieces.append(paste_window_mask(child_logits, child, self.image.geometry))
                 windows.append(child)
