@@ -103,8 +103,53 @@ def register(commands) -> None:
         metavar="N",
         help="let a structure larger than one model window (192 mm) grow into up to N overlapping windows",
     )
+    segment.add_argument(
+        "--init-mask",
+        metavar="MASK",
+        default=None,
+        help="3D: start from this mask (label image, .seg.nrrd or DICOM-SEG on the image's grid) and refine it "
+        "with the prompts (prompts optional)",
+    )
+    segment.add_argument(
+        "--init-label",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="with --init-mask: use the voxels of label N (default: every non-zero voxel)",
+    )
     _add_slice_arguments(segment)
+    _add_auto_arguments(segment)
     segment.set_defaults(handler=run_segment)
+
+
+def _add_auto_arguments(segment: argparse.ArgumentParser) -> None:
+    """2D automatic mode: SAM's automatic mask generator over a grid of point prompts."""
+    segment.add_argument(
+        "--auto",
+        action="store_true",
+        help="2D models: segment everything (a grid of point prompts); --out is a label image, one value per "
+        "mask, and a .json beside it lists each mask's scores and box",
+    )
+    segment.add_argument(
+        "--points-per-side", type=positive_int, default=32, metavar="N", help="--auto: N x N point prompts (default 32)"
+    )
+    segment.add_argument(
+        "--pred-iou-thresh",
+        type=float,
+        default=0.88,
+        metavar="T",
+        help="--auto: keep masks whose predicted IoU is at least T (default 0.88)",
+    )
+    segment.add_argument(
+        "--stability-score-thresh",
+        type=float,
+        default=0.95,
+        metavar="T",
+        help="--auto: keep masks whose stability score is at least T (default 0.95)",
+    )
+    segment.add_argument(
+        "--crop-n-layers", type=non_negative_int, default=0, metavar="N", help="--auto: layers of image crops (default 0)"
+    )
 
 
 def _add_slice_arguments(segment: argparse.ArgumentParser) -> None:

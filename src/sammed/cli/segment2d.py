@@ -119,6 +119,12 @@ def run_segment2d(args: argparse.Namespace) -> int:
     spec = get_model_spec(args.model) if args.model is not None else None
     if args.device == "cuda" and args.backend == "torch" and not torch.cuda.is_available():
         raise SammedError("--device cuda requested but no CUDA device is available")
+    if getattr(args, "init_mask", None) is not None or getattr(args, "init_label", None) is not None:
+        raise SammedError("--init-mask is for 3D models")
+    if getattr(args, "auto", False):
+        from sammed.cli.segment_auto import run_auto2d
+
+        return run_auto2d(args, spec)
     if not args.point and not args.box:
         raise SammedError("give at least one --point or a --box")
     points = [parse_point_2d(p) for p in args.point]
