@@ -15,15 +15,12 @@ from sammed.models.registry import (  # noqa: F401  (re-exported: see __all__)
     register,
 )
 
-_EXPORTS = {
-    "SamMed3D": "sammed.models.sam3d.model",
-    "SamMed3DConfig": "sammed.models.sam3d.config",
-    "build_sam_med3d": "sammed.models.sam3d.model",
-    "extract_state_dict": "sammed.models.checkpoint",
-    "load_weights": "sammed.models.checkpoint",
-    "read_checkpoint": "sammed.models.checkpoint",
-}
-__all__ = sorted(
-    [*_EXPORTS, "REGISTRY", "ModelSpec", "Ref", "build_model", "get_model_spec", "list_models", "register"]
+__getattr__, __dir__, _LAZY = lazy_exports(
+    __name__,
+    {
+        "sammed.models.checkpoint": ("extract_state_dict", "load_weights", "read_checkpoint"),
+        "sammed.models.sam3d.config": ("SamMed3DConfig",),
+        "sammed.models.sam3d.model": ("SamMed3D", "build_sam_med3d"),
+    },
 )
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted([*_LAZY, "REGISTRY", "ModelSpec", "Ref", "build_model", "get_model_spec", "list_models", "register"])

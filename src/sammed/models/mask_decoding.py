@@ -59,3 +59,38 @@ class MaskDecoderBase(nn.Module):
         out_spatial = upscaled.shape[2:]
         masks = (hyper_in @ upscaled.view(b, c, -1)).view(b, -1, *out_spatial)
         return masks, self.iou_prediction_head(iou_token_out)
+
+
+class PromptDecoding(nn.Module):
+    """The prompt encoder + mask decoder call on a cached embedding, shared by SAM (2D) and
+    SAM-Med3D: subclasses own ``prompt_encoder`` and ``mask_decoder`` (official names)."""
+
+    prompt_encoder: nn.Module
+    mask_decoder: nn.Module
+
+    def predict_low_res(
+        self,
+        image_embeddings: torch.Tensor,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        mask_input: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        multimask_output: bool = False,
+        image_pe: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts in the model input frame -> (low-res logits, raw IoU predictions).
+
+        Points (B, N, d) with labels (B, N), boxes (B, 2d) as two corners, mask_input (B, 1,
+        *low-res grid). ``image_pe`` may pass a cached ``prompt_encoder.get_dense_pe()`` (it
+        depends on the weights only).
+        """
+        points = None if point_coords is None else (point_coords, point_labels)
+        sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+        return self.mask_decoder(
+            image_embeddings=image_embeddings,
+            image_pe=self.prompt_encoder.get_dense_pe() if image_pe is None else image_pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+        )
+

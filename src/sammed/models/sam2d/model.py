@@ -13,15 +13,15 @@ from collections import OrderedDict
 from collections.abc import Mapping
 
 import torch
-from torch import nn
 
+from sammed.models.mask_decoding import PromptDecoding
 from sammed.models.sam2d.config import ADAPTER_KEY, PIXEL_MEAN, PIXEL_STD, Sam2DConfig  # noqa: F401  (re-exported)
 from sammed.models.sam2d.image_encoder import ImageEncoderViT
 from sammed.models.sam2d.mask_decoder import MaskDecoder
 from sammed.models.sam2d.prompt_encoder import PromptEncoder
 
 
-class Sam2D(nn.Module):
+class Sam2D(PromptDecoding):
     """Container of the three official parts plus the normalisation buffers.
 
     Pipelines call :meth:`encode_image` once per image and :meth:`predict_low_res` per prompt;
@@ -71,32 +71,6 @@ class Sam2D(nn.Module):
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) normalised, padded input -> image embedding (B, C, S/16, S/16)."""
         return self.image_encoder(x)
-
-    def predict_low_res(
-        self,
-        features: torch.Tensor,
-        point_coords: torch.Tensor | None,
-        point_labels: torch.Tensor | None,
-        mask_input: torch.Tensor | None,
-        boxes: torch.Tensor | None = None,
-        multimask_output: bool = False,
-        image_pe: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompt encoder + decoder on a cached embedding -> (low-res logits, IoU predictions).
-
-        Prompts are in the model input frame: points (B, N, 2) with labels (B, N), boxes (B, 4),
-        mask_input (B, 1, 4h, 4w). ``image_pe`` is ``prompt_encoder.get_dense_pe()`` when the
-        caller caches it (it depends on the weights only).
-        """
-        points = None if point_coords is None else (point_coords, point_labels)
-        sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-        return self.mask_decoder(
-            image_embeddings=features,
-            image_pe=self.prompt_encoder.get_dense_pe() if image_pe is None else image_pe,
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask_output,
-        )
 
 
 def drop_adapter_weights(state_dict: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":

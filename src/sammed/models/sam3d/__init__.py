@@ -2,13 +2,14 @@
 
 from sammed._lazy import lazy_exports
 
-_EXPORTS = {
-    "ImageEncoderViT3D": "sammed.models.sam3d.image_encoder",
-    "MaskDecoder3D": "sammed.models.sam3d.mask_decoder",
-    "PromptEncoder3D": "sammed.models.sam3d.prompt_encoder",
-    "SamMed3D": "sammed.models.sam3d.model",
-    "SamMed3DConfig": "sammed.models.sam3d.config",
-    "build_sam_med3d": "sammed.models.sam3d.model",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, _LAZY = lazy_exports(
+    __name__,
+    {
+        "sammed.models.sam3d.config": ("SamMed3DConfig",),
+        "sammed.models.sam3d.image_encoder": ("ImageEncoderViT3D",),
+        "sammed.models.sam3d.mask_decoder": ("MaskDecoder3D",),
+        "sammed.models.sam3d.model": ("SamMed3D", "build_sam_med3d"),
+        "sammed.models.sam3d.prompt_encoder": ("PromptEncoder3D",),
+    },
+)
+__all__ = _LAZY

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from sammed.models.mask_decoding import PromptDecoding
 from sammed.models.sam3d.config import SamMed3DConfig
 from sammed.models.sam3d.image_encoder import ImageEncoderViT3D
 from sammed.models.sam3d.mask_decoder import MaskDecoder3D
 from sammed.models.sam3d.prompt_encoder import PromptEncoder3D
 
 
-class SamMed3D(nn.Module):
+class SamMed3D(PromptDecoding):
     """Container with the official sub-module names: image_encoder, prompt_encoder, mask_decoder.
 
     The official ``Sam3D.forward`` is dead code for 3D; pipelines call the three parts directly,
@@ -105,30 +105,6 @@ class SamMed3D(nn.Module):
                 cached = (key, self.prompt_encoder.get_dense_pe())
             self.__dict__["_dense_pe_cache"] = cached
         return cached[1]
-
-    def predict_low_res(
-        self,
-        image_embeddings: torch.Tensor,
-        point_coords: torch.Tensor | None,
-        point_labels: torch.Tensor | None,
-        mask_input: torch.Tensor | None,
-        boxes: torch.Tensor | None = None,
-        multimask_output: bool = False,
-        image_pe: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompt encoder + decoder on a cached embedding -> (low-res logits, IoU).
-
-        ``image_pe`` may pass a cached ``prompt_encoder.get_dense_pe()`` (it never changes).
-        """
-        points = None if point_coords is None else (point_coords, point_labels)
-        sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-        return self.mask_decoder(
-            image_embeddings=image_embeddings,
-            image_pe=self.prompt_encoder.get_dense_pe() if image_pe is None else image_pe,
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask_output,
-        )
 
     def upscale_logits(self, low_res: torch.Tensor) -> torch.Tensor:
         """Low-res logits -> input-size logits, trilinear with align_corners=False (official)."""
