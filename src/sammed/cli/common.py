@@ -27,6 +27,13 @@ CHECKPOINT_HELP = (
 )
 
 
+def add_command(commands, name: str, summary: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    """A subcommand whose ``--help`` shows its examples (``epilog``) as written."""
+    return commands.add_parser(
+        name, help=summary, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
 def add_offline_argument(parser) -> None:
     """--offline: use only bundled or cached weights (as SAMMED_OFFLINE=1)."""
     parser.add_argument(

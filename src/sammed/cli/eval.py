@@ -8,7 +8,7 @@ import os
 from contextlib import nullcontext
 from pathlib import Path
 
-from sammed.cli.common import add_model_arguments, console, resolve_checkpoint, step
+from sammed.cli.common import add_command, add_model_arguments, console, resolve_checkpoint, step
 from sammed.cli.options import non_negative_float, non_negative_int, positive_int
 from sammed.errors import SammedError
 
@@ -39,12 +39,12 @@ OUT/summary.md and OUT/plots/*.png. Rerunning into the same OUT resumes where it
 
 
 def register(commands) -> None:
-    parser = commands.add_parser(
+    parser = add_command(
+        commands,
         "eval",
-        help="evaluate a model with a published interactive protocol and write a report",
-        description="Evaluate a promptable model on a labelled dataset with simulated prompts.",
-        epilog=_EVAL_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "evaluate a model with a published interactive protocol and write a report",
+        "Evaluate a promptable model on a labelled dataset with simulated prompts.",
+        _EVAL_EPILOG,
     )
     add_model_arguments(parser, required=True)
     parser.add_argument(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sammed.cli.common import add_model_arguments, console, resolve_checkpoint, step
+from sammed.cli.common import add_command, add_model_arguments, console, resolve_checkpoint, step
 from sammed.cli.options import bounded
 from sammed.errors import SammedError
 
@@ -23,12 +23,12 @@ single-mask low-res logits and the IoU prediction. Both files record the model t
 
 
 def register(commands) -> None:
-    export = commands.add_parser(
+    export = add_command(
+        commands,
         "export-onnx",
-        help="export a model to ONNX (image encoder + prompt decoder) for onnxruntime",
-        description="Export a model's image encoder and prompt encoder + mask decoder as two ONNX files.",
-        epilog=_EXPORT_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "export a model to ONNX (image encoder + prompt decoder) for onnxruntime",
+        "Export a model's image encoder and prompt encoder + mask decoder as two ONNX files.",
+        _EXPORT_EPILOG,
     )
     add_model_arguments(
         export,

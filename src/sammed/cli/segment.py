@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from sammed.cli.common import add_model_arguments
+from sammed.cli.common import add_command, add_model_arguments
 from sammed.cli.options import non_negative_int, positive_int
 from sammed.cli.segment2d import EPILOG_2D
 from sammed.cli.segment_backend import model_dims
@@ -33,15 +33,15 @@ size, spacing, origin and direction.
 
 
 def register(commands) -> None:
-    segment = commands.add_parser(
+    segment = add_command(
+        commands,
         "segment",
-        help="segment an image from clicks and/or a box and write the mask",
-        description=(
+        "segment an image from clicks and/or a box and write the mask",
+        (
             "Segment one structure of a 3D image (NIfTI, NRRD, MHA or a DICOM folder) from prompts, "
             "or of a 2D image (PNG, JPEG, TIFF, 2D DICOM) or a volume slice with a 2D model."
         ),
-        epilog=_SEGMENT_EPILOG + "\n" + EPILOG_2D,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        _SEGMENT_EPILOG + "\n" + EPILOG_2D,
     )
     segment.add_argument("image", help="input image file or DICOM series folder")
     segment.add_argument(

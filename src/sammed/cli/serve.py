@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sammed.cli.common import add_model_arguments, console, resolve_checkpoint
+from sammed.cli.common import add_command, add_model_arguments, console, resolve_checkpoint
 from sammed.cli.options import bounded, port_number, positive_int
 
 # Sizes in MiB: finite, positive, and small enough that bytes stay an ordinary integer (< 1 PiB).
@@ -29,12 +29,12 @@ Slicer, OHIF) connect to the same address (GET /info/, PUT /session/, POST /infe
 
 
 def register(commands) -> None:
-    serve = commands.add_parser(
+    serve = add_command(
+        commands,
         "serve",
-        help="run the segmentation server and web viewer",
-        description="Serve interactive segmentation over HTTP: a session API, a MONAI-Label-compatible subset and a web viewer at /.",
-        epilog=_SERVE_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "run the segmentation server and web viewer",
+        "Serve interactive segmentation over HTTP: a session API, a MONAI-Label-compatible subset and a web viewer at /.",
+        _SERVE_EPILOG,
     )
     add_model_arguments(
         serve,

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from sammed.cli.common import add_model_arguments, console, resolve_checkpoint
+from sammed.cli.common import add_command, add_model_arguments, console, resolve_checkpoint
 from sammed.cli.options import (
     int_list,
     non_negative_float,
@@ -39,12 +39,12 @@ layout and load with 'sammed segment --checkpoint'; OUT/metrics.csv logs every o
 
 
 def register(commands) -> None:
-    train = commands.add_parser(
+    train = add_command(
+        commands,
         "train",
-        help="train or fine-tune a 3D model (SAM-Med3D recipe) on an nnU-Net folder",
-        description="Train or fine-tune a SAM-Med3D-architecture model with the official interactive recipe.",
-        epilog=_TRAIN_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "train or fine-tune a 3D model (SAM-Med3D recipe) on an nnU-Net folder",
+        "Train or fine-tune a SAM-Med3D-architecture model with the official interactive recipe.",
+        _TRAIN_EPILOG,
     )
     train.add_argument("data", help="nnU-Net raw dataset folder (imagesTr/, labelsTr/)")
     train.add_argument("--out", "-o", required=True, help="run folder: checkpoints, metrics.csv, cache")
