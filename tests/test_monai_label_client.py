@@ -2,13 +2,15 @@
 
 ``monailabel.client.MONAILabelClient`` is the client Slicer's MONAILabel extension ships; it
 speaks HTTP (http.client and requests) to a real server on a loopback port. Two flows: a local
-volume uploaded as a session (auth, info, train status, session, two infers, remove), and the
-datastore (next sample, image download, infer by image id, submit label, download label).
+volume uploaded as a session (auth, info, train status, session, two infers, remove), the
+datastore (next sample, image download, infer by image id, submit label, download label), and
+Submit Label for a volume loaded in Slicer (upload_image into the datastore, then save_label).
 Every returned label is checked against the image's grid and values.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import warnings
@@ -21,6 +23,7 @@ import SimpleITK as sitk
 
 from sammed.data import SAMPLE_CT, SAMPLE_CT_LIVER_VOXEL
 from sammed.io import read_image
+from sammed.io.slicer_seg import write_slicer_seg
 from sammed.server import ServerConfig, create_app
 from server_fixtures import RunningServer, checkpoint  # noqa: F401  (fixture)
 
@@ -226,3 +229,122 @@ def test_token_server_login_as_slicer_does(checkpoint, root, tmp_path):
         client.update_auth(client.auth_token("anyone", TOKEN))
         assert client.auth_valid_token() is True
         assert client.info()["models"][MODEL]["type"] == "deepgrow"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_submit_label_for_a_local_volume_as_slicer_calls_it(server, root, tmp_path):
+    """Slicer's onSaveLabel for a volume it loaded itself: upload_image(file, node name), then save_label."""
+    client = MONAILabelClient(server.url, tmpdir=str(tmp_path), client_id="slicer-user")
+    reference = read_image(SAMPLE_CT)
+    local = tmp_path / "tmp4f2a.nrrd"  # Slicer saves the node to a temporary file with its file extension
+    sitk.WriteImage(sitk.ReadImage(str(SAMPLE_CT)), str(local), useCompression=True)
+    session_id = client.create_session(str(local))["session_id"]
+    params = {"label": "liver", "foreground": [LIVER], "background": [], "result_extension": ".nrrd", "result_dtype": "uint8"}
+    result_file, _ = client.infer(MODEL, "CT-abdomen", dict(params), session_id=session_id)
+    label = check_label(result_file, reference)
+
+    # GET /session/{id}?image=true gives the session's image back (as NIfTI).
+    image = requests.get(f"{server.url}/session/{session_id}", params={"image": "true"}, timeout=30)
+    assert image.status_code == 200 and image.headers["content-type"] == "application/gzip"
+    (tmp_path / "back.nii.gz").write_bytes(image.content)
+    np.testing.assert_array_equal(read_image(tmp_path / "back.nii.gz").array, reference.array)
+
+    assert client.upload_image(str(local), "CT-abdomen") == {"image": "CT-abdomen"}
+    assert (root / "CT-abdomen.nrrd").read_bytes() == local.read_bytes()
+    before = _files(root)
+    # Submitting again uploads the volume again: the same image is kept, nothing is written.
+    assert client.upload_image(str(local), "CT-abdomen") == {"image": "CT-abdomen"}
+    # ... also when it arrives in another format (other bytes, same grid and voxels).
+    assert client.upload_image(str(SAMPLE_CT), "CT-abdomen") == {"image": "CT-abdomen"}
+    assert _files(root) == before
+    info = {"label_info": [{"name": "liver", "idx": 1}], "model": MODEL}
+    saved = client.save_label("CT-abdomen", result_file, params=info)
+    assert saved["image"] == saved["label"] == "CT-abdomen" and saved["file"] == "CT-abdomen_seg.nrrd"
+    np.testing.assert_array_equal(check_label(str(root / "CT-abdomen_seg.nrrd"), reference), label)
+
+    # With Slicer's file extension set to .seg.nrrd (overlapping segments), volumes arrive under that name.
+    as_seg_name = tmp_path / "tmp77c1.seg.nrrd"
+    shutil.copy(local, as_seg_name)
+    assert client.upload_image(str(as_seg_name), "CT-copy") == {"image": "CT-copy"}
+    assert (root / "CT-copy.nrrd").read_bytes() == local.read_bytes()
+    # A DICOM volume's node name ("2: CT 5mm") is cleaned into a file name and still found by it.
+    cleaned = client.upload_image(str(local), "2: CT 5mm")["image"]
+    assert cleaned.startswith("2_CT_5mm-") and (root / f"{cleaned}.nrrd").is_file()
+    client.save_label("2: CT 5mm", result_file, params={"label_info": [{"name": "tumour", "idx": 1}]})
+
+    store = client.datastore()
+    assert sorted(store["objects"]) == sorted(["case1/ct", "case2/ct", "CT-abdomen", "CT-copy", cleaned])
+    final = store["objects"]["CT-abdomen"]["labels"]["final"]
+    assert final["ext"] == ".nrrd" and final["info"]["name"] == "CT-abdomen_seg.nrrd"
+    assert final["info"]["label_info"] == info["label_info"] and final["info"]["model"] == MODEL
+    assert final["info"]["client_id"] == "slicer-user"
+    assert store["objects"][cleaned]["labels"]["final"]["info"]["label_info"] == [{"name": "tumour", "idx": 1}]
+    assert client.info()["datastore"]["completed"] == 2
+    np.testing.assert_array_equal(check_label(client.download_label("CT-abdomen", "final"), reference), label)
+
+    # HEAD checks, as MONAI Label answers them.
+    head = lambda path, **query: requests.head(f"{server.url}/datastore/{path}", params=query, timeout=30).status_code  # noqa: E731
+    assert head("image", image="CT-abdomen") == 200
+    assert head("image", image="CT-abdomen", check_sum=f"SHA256:{_sha256(local)}") == 200
+    assert head("image", image="CT-abdomen", check_sum="SHA256:" + "0" * 64) == 404
+    assert head("image", image="nope") == 404
+    assert head("label", image="CT-abdomen", tag="final") == 200
+    assert head("label", image="CT-abdomen", tag="original") == 404
+
+    # A label written over by another writer (the web viewer's Save) no longer claims the old names.
+    shutil.copy(root / f"{cleaned}_seg.nrrd", root / "CT-abdomen_seg.nrrd")
+    assert "label_info" not in client.datastore()["objects"]["CT-abdomen"]["labels"]["final"]["info"]
+
+
+def test_bad_uploads_are_refused_and_leave_the_data_root_as_it_was(server, root, tmp_path):
+    client = MONAILabelClient(server.url, tmpdir=str(tmp_path), client_id="slicer-user")
+    (root / "taken.nii.gz").write_bytes((root / "case1" / "ct.nii.gz").read_bytes())
+    before = _files(root)
+    other = tmp_path / "other.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.arange(8 * 10 * 12, dtype=np.int16).reshape(8, 10, 12)), str(other))
+    huge = tmp_path / "huge.nrrd"  # a 300-byte header that would decode to 8 GB
+    huge.write_bytes(b"NRRD0004\ntype: uint8\ndimension: 3\nsizes: 2000 2000 2000\nencoding: raw\n\n" + bytes(64))
+    detached = tmp_path / "detached.nrrd"
+    detached.write_bytes(b"NRRD0004\ntype: uint8\ndimension: 3\nsizes: 2 2 2\nencoding: raw\ndata file: /etc/hostname\n\n")
+    segmentation = tmp_path / "liver.seg.nrrd"
+    write_slicer_seg(np.ones((12, 10, 8), np.uint8), read_image(other), segmentation, names={1: "liver"})
+    text = tmp_path / "notes.nii.gz"
+    text.write_text("not an image\n")
+
+    def upload(path: Path, image_id: str, name: str | None = None, params: str = "{}") -> requests.Response:
+        with open(path, "rb") as fh:
+            return requests.put(
+                f"{server.url}/datastore/", params={"image": image_id}, files={"file": (name or path.name, fh)},
+                data={"params": params}, timeout=60,
+            )
+
+    cases = [
+        (upload(other, "../outside"), 403, "'..'"),
+        (upload(other, "/tmp/outside"), 403, "absolute"),
+        (upload(other, "case1/../../outside"), 403, "'..'"),
+        (upload(other, "..\\outside"), 403, "not an image id"),
+        (upload(other, "C:evil"), 403, "not an image id"),
+        (upload(huge, "huge"), 413, "per-image limit"),
+        (upload(detached, "detached"), 400, "separate data file"),
+        (upload(detached, "detached", "detached.nhdr"), 400, "another file"),
+        (upload(text, "notes"), 400, "cannot read image"),
+        (upload(other, "other", "other.txt"), 400, "not an image file"),
+        (upload(segmentation, "liver"), 400, "segmentation"),
+        (upload(other, "other", "other.nrrd"), 400, "cannot read image"),  # NIfTI bytes under an NRRD name
+        (upload(other, "other", params="{x"), 400, "not valid JSON"),
+        (upload(other, "taken"), 409, "different image"),
+        (upload(other, "case1/ct"), 409, "different image"),
+        (requests.get(f"{server.url}/session/nope", params={"image": "true"}, timeout=30), 404, "no session"),
+        (requests.get(f"{server.url}/datastore/label", params={"label": "other", "tag": "final"}, timeout=30), 404, "Image NOT Found"),
+    ]
+    for reply, status, words in cases:
+        assert reply.status_code == status, (reply.request.method, reply.request.url, reply.text)
+        detail = reply.json()["detail"]
+        assert isinstance(detail, str) and "\n" not in detail and words in detail, detail
+    with pytest.raises(MONAILabelClientException) as refused:
+        client.upload_image(str(other), "taken")
+    assert status_of(refused.value) == 409
+    assert _files(root) == before

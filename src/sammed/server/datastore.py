@@ -11,13 +11,24 @@ the datastore, read fresh on every request, and labels live beside their images:
   tag ``T`` ``ct/case1_seg.T.nii.gz``; a label keeps the format it was submitted in (``.nii.gz``,
   ``.nii``, ``.nrrd``, ``.seg.nrrd``, ``.mha``, a DICOM-SEG ``.dcm``);
 * files named like labels are never listed as images, so a label cannot be opened, or
-  written over, as an image.
+  written over, as an image;
+* an image a client uploads (Slicer's "Submit Label" for a volume loaded in Slicer) lands at the
+  top of the root as ``<id>.<ext>``; an id that is not a plain file name gets a cleaned name plus a
+  short hash of the id (``upload_stem``), and is found under the client's id as well;
+* the params a label was submitted with (``label_info``: the segment names) are kept beside it as
+  ``<label file>.json`` and reported while that label file is the one they were written with.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
 import re
 import shutil
+import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -31,6 +42,10 @@ FINAL = "final"
 TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 MAX_DEPTH = 4  # folders below the root that are searched
 MAX_ENTRIES = 20000  # directory entries looked at per scan (a huge root is listed in part)
+PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+INFO_SUFFIX = ".json"  # label params beside the label: ct_seg.nrrd -> ct_seg.nrrd.json
+MAX_INFO_BYTES = 1 << 16
+_PLACING = threading.Lock()  # one upload placed at a time within this server
 
 
 @dataclass
@@ -95,8 +110,23 @@ def check_id(image_id: str) -> None:
     if not image_id or "\x00" in image_id:
         raise ServerError("give an image id (see GET /datastore/?output=all)")
     pure = PurePosixPath(image_id.replace("\\", "/"))
-    if pure.is_absolute() or ".." in pure.parts or "\\" in image_id or (len(image_id) > 1 and image_id[1] == ":"):
+    drive = len(image_id) > 1 and image_id[0].isalpha() and image_id[1] == ":"  # "3: CT" is a Slicer node name
+    if pure.is_absolute() or ".." in pure.parts or "\\" in image_id or drive:
         raise ForbiddenError(f"'{image_id}' is not an image id of this datastore (absolute paths and '..' are refused)")
+
+
+def upload_stem(image_id: str) -> str:
+    """The file stem an uploaded image with this id gets at the top of the root.
+
+    A plain name keeps itself, so the datastore lists the image under the client's own id;
+    anything else (spaces, ':', '/', a name that would read as a label) is cleaned and given
+    8 hex digits of the id's SHA-256, so two different ids never share a file.
+    """
+    check_id(image_id)
+    if PLAIN_NAME.match(image_id) and parse_label_name(image_id + ".nii.gz") is None:
+        return image_id
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", image_id).strip("._-")[:80] or "image"
+    return f"{cleaned}-{hashlib.sha256(image_id.encode()).hexdigest()[:8]}"
 
 
 class Datastore:
@@ -168,6 +198,9 @@ class Datastore:
         for image in images.values():
             if image.relative == image_id:
                 return image
+        uploaded = upload_stem(image_id)
+        if uploaded in images and images[uploaded].path.parent == self.root:
+            return images[uploaded]  # an id that was cleaned on upload
         raise NotFoundError(f"Image NOT Found: no image '{image_id}' in the datastore")
 
     def status(self, images: dict[str, DataImage] | None = None) -> dict:
@@ -189,7 +222,7 @@ class Datastore:
             objects[image_id] = {
                 "image": {"ext": image.ext, "info": {"name": image.download_name, "ts": int(_mtime(image.path))}},
                 "labels": {
-                    tag: {"ext": _suffix(path.name, LABEL_SUFFIXES) or "", "info": {"name": path.name, "ts": int(_mtime(path))}}
+                    tag: {"ext": _suffix(path.name, LABEL_SUFFIXES) or "", "info": {**read_label_info(path), "name": path.name, "ts": int(_mtime(path))}}
                     for tag, path in sorted(image.labels.items())
                 },
             }
@@ -198,12 +231,83 @@ class Datastore:
     def unlabeled(self) -> list[DataImage]:
         return [image for image in self.scan().values() if FINAL not in image.labels]
 
+    def upload_clashes(self, image_id: str, stem: str) -> list[Path]:
+        """What an upload under ``image_id`` would meet: the image with that id, any ``<stem>.*`` at the top."""
+        found = [self.root / (stem + suffix) for suffix in IMAGE_SUFFIXES] + [self.root / stem]
+        clashes = [path for path in found if os.path.lexists(path)]
+        with contextlib.suppress(NotFoundError):
+            known = self.image(image_id).path
+            if all(known != Path(os.path.realpath(path)) for path in clashes):
+                clashes.append(known)
+        return clashes
+
 
 def _mtime(path: Path) -> float:
     try:
         return path.stat().st_mtime
     except OSError:
         return 0.0
+
+
+def place_new(staged: Path, target: Path) -> bool:
+    """Copy ``staged`` to ``target`` atomically, never over an existing file: False when one is there.
+
+    The copy is filled and fsynced under a hidden temporary name (skipped by scans), then
+    hard-linked to ``target``, which fails when the name exists, even one made by another process.
+    """
+    with _PLACING:
+        fd, name = tempfile.mkstemp(prefix=".sammed-upload-", suffix=".tmp", dir=target.parent)
+        temporary = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as out, open(staged, "rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(temporary, 0o644)
+            try:
+                os.link(temporary, target)
+            except FileExistsError:
+                return False
+            except OSError:  # a file system without hard links: check, then rename (this server serialised)
+                if os.path.lexists(target):
+                    return False
+                os.rename(temporary, target)
+            return True
+        except OSError as exc:
+            raise ServerError(f"cannot write the image: {exc.strerror or exc}") from None
+        finally:
+            temporary.unlink(missing_ok=True)
+
+
+def _info_path(label: Path) -> Path:
+    return label.with_name(label.name + INFO_SUFFIX)
+
+
+def write_label_info(label: Path, params: dict) -> None:
+    """Keep a label's submitted params beside it, tied to the label file's size and mtime."""
+    stat = label.stat()
+    record = {"params": params, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    text = json.dumps(record)
+    if len(text) > MAX_INFO_BYTES:
+        raise ServerError(f"params are {len(text)} bytes as JSON, over the {MAX_INFO_BYTES} kept with a label")
+    try:
+        with atomic_path(_info_path(label)) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ServerError(f"the label was saved but its params were not: {exc.strerror or exc}") from None
+
+
+def read_label_info(label: Path) -> dict:
+    """The params a label was submitted with, or {} when none were kept or the file changed since."""
+    try:
+        record = json.loads(_info_path(label).read_text(encoding="utf-8")[: MAX_INFO_BYTES + 1])
+        stat = label.stat()
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(record, dict) or (record.get("size"), record.get("mtime_ns")) != (stat.st_size, stat.st_mtime_ns):
+        return {}  # written over since (e.g. by the web viewer's Save): the names may no longer hold
+    params = record.get("params")
+    return params if isinstance(params, dict) else {}
 
 
 def place_file(staged: Path, target: Path) -> Path:

@@ -4,7 +4,8 @@ Slicer's MONAILabel module (through ``monailabel.client.MONAILabelClient``) chec
 reads ``/info/``, uploads the volume it shows with ``PUT /session/`` and sends every click so far
 to ``POST /infer/{model}`` as ``foreground`` / ``background`` voxel lists; with a datastore it
 asks ``/activelearning/{strategy}`` for the next image, downloads it from ``/datastore/image`` and
-submits finished labels with ``PUT /datastore/label``. The served model is announced as a
+submits finished labels with ``PUT /datastore/label``; "Submit Label" for a volume loaded in Slicer
+first uploads it with ``PUT /datastore/?image=<node name>``. The served model is announced as a
 ``deepgrow`` model (point-driven). Because each call repeats all the points, the points a label
 already has are remembered per session and only the new ones run the model, so a click costs
 one decoder pass on the cached embedding with the previous logits fed back, as the official
@@ -16,9 +17,13 @@ Errors are MONAI Label's: a JSON body ``{"detail": "..."}`` with a 4xx status.
 from __future__ import annotations
 
 import contextlib
+import filecmp
+import hashlib
 import json
 import math
+import os
 import random
+import re
 import secrets
 import shutil
 import tempfile
@@ -38,16 +43,27 @@ from sammed.errors import SammedError
 from sammed.io import Image
 from sammed.io.dicom_seg import looks_like_dicom_input, series_datasets, write_dicom_seg
 from sammed.io.masks import read_mask
-from sammed.io.readers import to_sitk
+from sammed.io.readers import image_suffix, to_sitk
 from sammed.io.slicer_seg import write_slicer_seg
 from sammed.server.context import ServerContext, context
-from sammed.server.datastore import FINAL, LABEL_SUFFIXES, DataImage, Datastore, check_tag, place_file
-from sammed.server.errors import ForbiddenError, NotFoundError, ServerError
+from sammed.server.datastore import (
+    FINAL,
+    IMAGE_SUFFIXES,
+    LABEL_SUFFIXES,
+    DataImage,
+    Datastore,
+    check_tag,
+    place_file,
+    place_new,
+    upload_stem,
+    write_label_info,
+)
+from sammed.server.errors import CapacityError, ConflictError, ForbiddenError, NotFoundError, ServerError
 from sammed.server.opening import admitted_image, new_session
 from sammed.server.schemas import ErrorReply
 from sammed.server.security import relative_to_root, resolve_in_root
 from sammed.server.sessions import LiveSession
-from sammed.server.volumes import image_nifti, refuse_detached_data, staged_uploads
+from sammed.server.volumes import DETACHED_HEADER_SUFFIXES, image_nifti, refuse_detached_data, staged_uploads
 
 FILES = {
     "application/gzip": {},
@@ -198,9 +214,26 @@ async def monai_put_session(
     return _session_reply(live)
 
 
-@router.get("/session/{session_id}", summary="describe an uploaded session")
-def monai_get_session(ctx: Ctx, session_id: str) -> dict:
-    return _session_reply(ctx.store.get(session_id, None))
+def _download_name(name: str, suffix: str) -> str:
+    """A client's file name reduced to a header-safe stem plus ``suffix``."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    stem = base[: len(base) - len(image_suffix(base))] if image_suffix(base) else base
+    return (re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "image") + suffix
+
+
+@router.get(
+    "/session/{session_id}",
+    summary="describe an uploaded session; image=true downloads its image (as NIfTI)",
+    response_model=None,
+    responses={200: {"content": {"application/json": {}, "application/gzip": {}}}},
+)
+async def monai_get_session(ctx: Ctx, session_id: str, update_ts: bool = False, image: bool = False) -> Response | dict:
+    live = ctx.store.get(session_id, None)  # also renews its expiry, as update_ts asks
+    if not image:
+        return _session_reply(live)
+    data = await run_in_threadpool(image_nifti, live.session.image)
+    filename = _download_name(live.name, ".nii.gz")
+    return Response(data, media_type="application/gzip", headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 @router.delete("/session/{session_id}", summary="close an uploaded session")
@@ -528,6 +561,115 @@ async def monai_datastore_image(ctx: Ctx, image: str) -> Response:
     return Response(data, media_type="application/gzip", headers={"Content-Disposition": f'attachment; filename="{entry.download_name}"'})
 
 
+def _checksum_matches(path: Path, check_sum: str) -> bool:
+    """MONAI Label's ``check_sum``: ``ALGO:digest`` or a bare SHA-256 digest of the image file."""
+    algo, _, digest = check_sum.rpartition(":")
+    algo = (algo or "sha256").lower()
+    if algo not in hashlib.algorithms_guaranteed or algo.startswith("shake"):
+        raise ServerError(f"check_sum algorithm '{algo}' is not known: use SHA256:<hex digest>")
+    if not path.is_file():
+        return False  # a DICOM series folder has no single file to compare
+    hasher = hashlib.new(algo)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            hasher.update(block)
+    return secrets.compare_digest(hasher.hexdigest(), digest.lower())
+
+
+@router.head("/datastore/image", summary="does the image exist (and match check_sum): 200 or 404, no body")
+async def monai_check_image(ctx: Ctx, image: str, check_sum: str | None = None) -> dict:
+    entry = _store_or_404(ctx).image(image)
+    if check_sum and not await run_in_threadpool(_checksum_matches, entry.path, check_sum):
+        raise NotFoundError("Image NOT Found (checksum failed)")
+    return {}
+
+
+@router.head("/datastore/label", summary="does the image have a label for the tag: 200 or 404, no body")
+def monai_check_label(ctx: Ctx, image: str, tag: str = FINAL) -> dict:
+    entry = _store_or_404(ctx).image(image)
+    if check_tag(tag) not in entry.labels:
+        raise NotFoundError(f"Label NOT Found: image '{entry.id}' has no label with tag '{tag}'")
+    return {}
+
+
+def _upload_suffix(filename: str) -> str:
+    """The format of an image to keep, from its name: only self-contained volume files."""
+    lower = filename.lower()
+    if lower.endswith(".seg.nrrd"):
+        return ".nrrd"  # Slicer names every upload with its file extension, a volume too; kept as .nrrd
+    if image_suffix(lower) in DETACHED_HEADER_SUFFIXES:
+        raise ServerError(f"'{filename}' is a header whose voxels live in another file: upload a self-contained image")
+    return _known_suffix(filename, IMAGE_SUFFIXES, "an image file the datastore keeps")
+
+
+def _refuse_segmentation(staged: Path, shown: str) -> None:
+    """A Slicer segmentation (segment fields in its NRRD header) is a label, not an image to keep."""
+    with open(staged, "rb") as fh:
+        head = fh.read(1 << 16)
+    if head.startswith(b"NRRD") and b"Segment0_" in head.split(b"\n\n", 1)[0]:
+        raise ServerError(f"'{shown}' is a segmentation, not an image: upload the volume itself")
+
+
+async def _same_image(ctx: ServerContext, existing: Path, staged: Path, upload: Image, root: Path) -> bool:
+    """Does ``existing`` hold the uploaded image: the same bytes, or the same grid and voxel values?"""
+    real = Path(os.path.realpath(existing))
+    if not real.is_file() or not real.is_relative_to(root):
+        return False
+    if await run_in_threadpool(filecmp.cmp, real, staged, False):
+        return True
+    try:
+        async with admitted_image(ctx, real, real.name) as (image, _):
+            return image.geometry.same_grid(upload.geometry) and bool(np.array_equal(image.array, upload.array))
+    except CapacityError:
+        raise
+    except ServerError:
+        return False  # unreadable or over the limits: not known to be the same, so not replaced
+
+
+@router.put("/datastore/", include_in_schema=False)  # the older path Slicer's client calls, unlisted as in MONAI Label
+@router.put(
+    "/datastore/image",
+    summary="upload an image into the datastore (also PUT /datastore/?image=ID, as Slicer's Submit Label calls it); never replaces another",
+)
+async def monai_add_image(
+    ctx: Ctx,
+    file: Annotated[UploadFile, File(description="the image (.nii.gz, .nii, .nrrd, .mha)")],
+    image: Annotated[str, Query(description="the id to keep it under (Slicer: the volume's name); default: the file name")] = "",
+    params: Annotated[str, Form(description="JSON; accepted for compatibility")] = "{}",
+) -> dict:
+    store = _store_or_404(ctx)
+    json_object(params)
+    shown = file.filename or "upload.nii.gz"
+    suffix = _upload_suffix(shown)
+    image_id = image or _download_name(shown, "")
+    stem = upload_stem(image_id)
+    file.filename = f"upload{suffix}"  # staged under the format kept, never the client's name
+    async with staged_uploads([file]) as staged:
+        await run_in_threadpool(_refuse_segmentation, staged, shown)
+        async with admitted_image(ctx, staged, shown) as (volume, _):
+            return await _keep_upload(ctx, store, staged, volume, image_id, stem, suffix)
+
+
+async def _keep_upload(ctx: ServerContext, store: Datastore, staged: Path, volume: Image, image_id: str, stem: str, suffix: str) -> dict:
+    """Place the checked upload as ``<stem><suffix>``, or find it already there; 409 for a different image."""
+    for _attempt in range(2):
+        clashes = await run_in_threadpool(store.upload_clashes, image_id, stem)
+        if not clashes:
+            if await run_in_threadpool(place_new, staged, store.root / f"{stem}{suffix}"):
+                return {"image": stem}
+            continue  # created meanwhile by another request: compare with it
+        if len(clashes) == 1 and await _same_image(ctx, clashes[0], staged, volume, store.root):
+            return {"image": _id_of(store, clashes[0])}
+        break
+    raise ConflictError(f"the datastore already has a different image '{image_id}': rename the volume and submit again")
+
+
+def _id_of(store: Datastore, path: Path) -> str:
+    """The datastore id of an image file found by path."""
+    real = Path(os.path.realpath(path))
+    return next((entry.id for entry in store.scan().values() if entry.path == real), real.name)
+
+
 @router.get(
     "/datastore/label",
     summary="download an image's label for a tag",
@@ -542,11 +684,12 @@ def monai_datastore_label(ctx: Ctx, label: str, tag: str = FINAL) -> Response:
     return FileResponse(path, media_type=media_type(path.name), filename=path.name)
 
 
-def _label_suffix(filename: str) -> str:
+def _known_suffix(filename: str, suffixes: tuple[str, ...], what: str) -> str:
+    """The first of ``suffixes`` (longest first) that ``filename`` ends with, or a 400 naming them."""
     lower = filename.lower()
-    suffix = next((s for s in LABEL_SUFFIXES if lower.endswith(s)), None)
+    suffix = next((s for s in suffixes if lower.endswith(s)), None)
     if suffix is None:
-        raise ServerError(f"'{filename}' is not a label file: send one of {', '.join(LABEL_SUFFIXES)}")
+        raise ServerError(f"'{filename}' is not {what}: send one of {', '.join(suffixes)}")
     return suffix
 
 
@@ -580,7 +723,7 @@ async def monai_save_label(
     if info is not None and (not isinstance(info, list) or not all(isinstance(item, dict) for item in info)):
         raise ServerError('params.label_info must be a list of {"name": ..., "idx": ...} objects')
     shown = label.filename or "label"
-    suffix = _label_suffix(shown)
+    suffix = _known_suffix(shown, LABEL_SUFFIXES, "a label file")
     target = entry.label_path(tag, suffix)
     link = entry.path.parent / target.name
     if link.is_symlink() or target.is_dir():
@@ -593,6 +736,7 @@ async def monai_save_label(
         async with admitted_image(ctx, entry.path, entry.id) as (reference, _):
             await run_in_threadpool(_checked_label, staged, entry, reference, shown)
         await run_in_threadpool(place_file, staged, target)
+    await run_in_threadpool(write_label_info, target, extra)
     return {"image": entry.id, "label": entry.id, "tag": tag, "file": relative_to_root(store.root, target)}
 
 
