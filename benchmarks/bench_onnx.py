@@ -44,10 +44,11 @@ def median_seconds_interleaved(baseline, candidate, repeats: int) -> tuple[float
 def load_model(name: str):
     """The registry model with the parity-fixture weights when available (outputs then mean something)."""
     from sammed.models import build_model
+    from sammed.models.registry import spec_of
 
     torch.manual_seed(0)
     model = build_model(name)
-    config = {"sam-med3d-turbo": "turbo", "sam-med3d-tiny": "tiny"}.get(model.spec.name)
+    config = {"sam-med3d-turbo": "turbo", "sam-med3d-tiny": "tiny"}.get(spec_of(model).name)
     if config is None or not FIXTURE_IMAGE.is_file():
         return model, "random weights"
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -68,6 +69,7 @@ def main() -> None:
 
     from sammed.export import export_sam_med3d_onnx
     from sammed.inference.onnx_backend import OnnxSamMed3D
+    from sammed.models.registry import spec_of
 
     torch.set_num_threads(args.threads)
     model, weights = load_model(args.model)
@@ -125,7 +127,7 @@ def main() -> None:
                 difference = max(float((a - e).abs().max()) for a, e in zip(actual, expected))
                 results.append((name, torch_seconds, onnx_seconds, difference))
 
-    print(f"model {model.spec.name} ({weights}), {args.threads} thread(s), medians of interleaved runs")
+    print(f"model {spec_of(model).name} ({weights}), {args.threads} thread(s), medians of interleaved runs")
     print(f"torch {torch.__version__}, onnxruntime {ort.__version__}, providers {onnx_model.providers}")
     print(f"export {export_seconds:.1f} s, onnxruntime load {load_seconds:.1f} s")
     print(f"{'stage':28s} {'PyTorch ms':>11s} {'ORT ms':>9s} {'ORT/PyTorch':>12s} {'max |diff|':>11s}")

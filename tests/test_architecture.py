@@ -65,3 +65,13 @@ def test_axis_order_changes_only_in_io_and_geometry() -> None:
         and any(marker in path.read_text() for marker in ("transpose(2, 1, 0)", "sitk.Resample("))
     ]
     assert offenders == []
+
+
+def test_build_model_sets_no_attribute_on_the_module() -> None:
+    """The registry entry of a built model is looked up beside it (spec_of), not stored on it."""
+    from sammed.models import build_model
+    from sammed.models.registry import spec_of
+
+    model = build_model("sam-med3d-tiny")
+    assert "spec" not in vars(model) and not hasattr(model, "spec")
+    assert spec_of(model).name == "sam-med3d-tiny" and spec_of(object()) is None

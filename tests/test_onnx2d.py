@@ -22,6 +22,8 @@ from sammed.export.onnx import DECODER_FILE, ENCODER_FILE, OnnxExportError, read
 from sammed.inference.onnx_backend import OnnxBackendError
 from sammed.inference.predictor2d import Predictor2D
 from sammed.models import build_model
+from sammed.models.registry import get_model_spec, spec_of
+from sammed.models.sam2d.model import build_sam2d
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -66,7 +68,7 @@ def exported(tmp_path_factory):
 
 def predictors(model, folder) -> tuple[Predictor2D, Predictor2D]:
     """The PyTorch and onnxruntime predictors with the family's pipeline at the small size."""
-    pipeline = dataclasses.replace(model.spec.preprocessing, model_size=SIZE)
+    pipeline = dataclasses.replace(spec_of(model).preprocessing, model_size=SIZE)
     return Predictor2D(model, pipeline), Predictor2D(OnnxSam2D.from_dir(folder))
 
 
@@ -146,8 +148,7 @@ def test_backend_refuses_mixed_or_missing_files(exported, tmp_path) -> None:
 
 
 def test_export_needs_a_registry_built_2d_model() -> None:
-    model = small_model("sam-med2d")
-    del model.spec
+    model = build_sam2d(get_model_spec("sam-med2d").config.with_overrides(**SMALL["sam-med2d"]))  # not via the registry
     with pytest.raises(OnnxExportError, match="build_model"):
         export_sam2d_onnx(model, "unused")
 

@@ -23,6 +23,7 @@ from torch import nn
 from sammed.errors import CheckpointError
 from sammed.models import build_model, get_model_spec, list_models, load_weights
 from sammed.models.common import LayerNorm2d
+from sammed.models.registry import spec_of
 from sammed.models.sam2d import Sam2D, build_sam2d, drop_adapter_weights
 from sammed.models.sam2d.adapter import Adapter
 from support import FIXTURES_DIR, synth_weights
@@ -89,7 +90,7 @@ class Recorded:
         self.name = family
         self.family = FAMILIES[family]
         self.model = recorded_model(family)
-        self.pipeline = self.model.spec.preprocessing
+        self.pipeline = spec_of(self.model).preprocessing
         self.image = dict(np.load(self.family.folder / "image.npz"))
         self.expected_encoder = dict(np.load(self.family.folder / "encoder.npz"))
         self.prepared = self.pipeline.prepare_image(self.image[self.family.raw_image_key], "RGB")

@@ -96,7 +96,7 @@ def _load_model(args: argparse.Namespace, spec):
 
         with step(f"loading ONNX model from {args.onnx_dir}"):
             model = OnnxSam2D.from_dir(args.onnx_dir, providers=providers_for_device(args.device))
-        if spec is not None and model.spec.name != spec.name:
+        if spec is not None and model.spec.name != spec.name:  # OnnxSam2D states its entry
             raise SammedError(f"--onnx-dir {args.onnx_dir} holds {model.spec.name}, not {spec.name}")
         return model
     checkpoint = resolve_checkpoint(args, spec.name)  # bundled, cached or downloaded once

@@ -27,6 +27,7 @@ from torch import nn
 
 from sammed.errors import SammedError
 from sammed.export.prompt_decoder import PromptDecoderGraph
+from sammed.models.registry import spec_of
 from sammed.onnx_format import (  # noqa: F401  (the file layout, shared with the runtimes)
     DECODER_FILE,
     ENCODER_FILE,
@@ -130,7 +131,7 @@ def _save_atomically(program, path: Path, external_data: bool) -> None:
 def _model_metadata(model: nn.Module) -> dict[str, Any]:
     """What a runtime needs to know about a SAM-Med3D model besides its weights."""
     config = model.config
-    spec = getattr(model, "spec", None)
+    spec = spec_of(model)
     return {
         "family": "sam-med3d",
         "model": spec.name if spec is not None else "",
@@ -207,7 +208,7 @@ EXPORTERS = {"sam-med3d": export_sam_med3d_onnx}
 
 def export_model_onnx(model: nn.Module, out_dir: str | Path, opset: int = DEFAULT_OPSET) -> tuple[Path, Path]:
     """Export a registry-built model with its family's exporter."""
-    spec = getattr(model, "spec", None)
+    spec = spec_of(model)
     family = spec.family if spec is not None else None
     if family not in EXPORTERS:
         available = ", ".join(sorted(EXPORTERS))

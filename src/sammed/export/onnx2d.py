@@ -27,6 +27,7 @@ from torch import nn
 
 from sammed.export.onnx import DECODER_FILE, DEFAULT_OPSET, ENCODER_FILE, EXPORTERS, OnnxExportError, export_onnx
 from sammed.export.prompt_decoder import PromptDecoderGraph
+from sammed.models.registry import spec_of
 
 SAM_FAMILIES = ("sam", "sam-med2d")
 SAM_UNET_FAMILY = "sam-unet"
@@ -77,7 +78,7 @@ class SamUNetDecoderGraph(PromptDecoderGraph):
 
 def model_metadata_2d(model: nn.Module) -> dict:
     """What the onnxruntime backend needs besides the graphs (the registry entry gives the rest)."""
-    spec = getattr(model, "spec", None)
+    spec = spec_of(model)
     if spec is None or spec.dims != 2:
         raise OnnxExportError("export a 2D model built with sammed.models.build_model (it records its registry entry)")
     config = model.config

@@ -137,6 +137,7 @@ class OnnxSamMed3D:
         self.supports_boxes = meta["supports_boxes"] == "true"
         self.device = torch.device("cpu")  # onnxruntime takes and returns host arrays
         self.dense_pe = _dense_pe_of(self.decoder_path)  # built into the decoder graph; kept for checks
+        self._record_registry_entry()
 
     @classmethod
     def from_dir(cls, directory: str | Path, providers: Sequence[str] | None = None, session_options=None) -> "OnnxSamMed3D":
@@ -145,6 +146,15 @@ class OnnxSamMed3D:
         if not directory.is_dir():
             raise OnnxBackendError(f"ONNX folder {directory} not found; create it with 'sammed export-onnx'")
         return cls(directory / ENCODER_FILE, directory / DECODER_FILE, providers, session_options)
+
+    def _record_registry_entry(self) -> None:
+        """``spec_of(model)`` works for an exported model as for a built one (names in reports)."""
+        from sammed.models.registry import get_model_spec, record_spec
+
+        try:
+            record_spec(self, get_model_spec(self.model_name))
+        except SammedError:
+            pass  # exported from a model outside the registry
 
     def _registered_spacing(self) -> float:
         """Files exported before the spacing was recorded: the registry entry's, else upstream's 1.5 mm."""

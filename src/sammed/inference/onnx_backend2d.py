@@ -18,6 +18,7 @@ import torch
 
 from sammed.errors import SammedError
 from sammed.inference.onnx_backend import OnnxBackendError, open_onnx_pair
+from sammed.models.registry import record_spec
 from sammed.onnx_format import DECODER_FILE, ENCODER_FILE, layout_prompt_tokens
 
 SAM_UNET_FAMILY = "sam-unet"
@@ -56,6 +57,7 @@ class OnnxSam2D:
         # The registry entry's conventions at the exported input size (the files say which).
         pipeline = replace(spec.preprocessing, model_size=int(meta["img_size"]))
         self.spec = replace(spec, preprocessing_source=pipeline)
+        record_spec(self, self.spec)
         self.low_res_size = int(meta["low_res_size"])
         self.device = torch.device("cpu")  # tensors in and out live on the CPU
 

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from sammed.errors import PromptError
+from sammed.models.registry import spec_of
 
 
 class Pipeline(Protocol):
@@ -38,8 +39,9 @@ class Pipeline(Protocol):
 
 
 def pipeline_of(model: nn.Module) -> Pipeline:
-    """The pipeline recorded by ``build_model`` on ``model.spec.preprocessing``."""
-    pipeline = getattr(getattr(model, "spec", None), "preprocessing", None)
+    """The pipeline of the registry entry the model was built from (``spec_of(model)``)."""
+    spec = spec_of(model)
+    pipeline = spec.preprocessing if spec is not None else None
     if pipeline is None or not hasattr(pipeline, "prepare_image"):
         raise ValueError("model has no 2D pipeline: build it with sammed.models.build_model or pass pipeline=")
     return pipeline

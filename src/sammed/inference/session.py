@@ -49,6 +49,7 @@ from sammed.io.readers import to_sitk
 from sammed.io.validation import validate_volume
 from sammed.io.writers import segmentation_suffix, write_labels
 from sammed.models.promptable import PromptableModel3D
+from sammed.models.registry import spec_of
 from sammed.prompts import Box, Convention, Point, Space
 
 _EMBEDDING_CACHE_SIZE = 4
@@ -393,7 +394,7 @@ class Session:
         """(model name, version) as DICOM-SEG's Algorithm Identification records them."""
         from sammed import __version__
 
-        spec = getattr(self.model, "spec", None)
+        spec = spec_of(self.model)
         name = getattr(spec, "name", None) or getattr(self.model, "model_name", None) or type(self.model).__name__
         digest = getattr(spec, "sha256", None)
         return str(name), f"sammed {__version__}" + (f", weights sha256 {digest[:12]}" if digest else "")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,6 +98,23 @@ class ModelSpec:
 
 REGISTRY: dict[str, ModelSpec] = {}
 _ALIASES: dict[str, str] = {}
+# Which entry each built model came from, kept beside the models rather than set on them: an
+# attribute on an nn.Module would travel into pickles and wrappers and look like part of it.
+_BUILT_FROM: "weakref.WeakKeyDictionary[Any, ModelSpec]" = weakref.WeakKeyDictionary()
+
+
+def record_spec(model: Any, spec: ModelSpec) -> None:
+    """Remember that ``model`` implements ``spec`` (build_model and the ONNX backends call this)."""
+    _BUILT_FROM[model] = spec
+
+
+def spec_of(model: Any) -> ModelSpec | None:
+    """The registry entry ``model`` was built from (name, family, preprocessing), or None for a
+    model built some other way."""
+    try:
+        return _BUILT_FROM.get(model)
+    except TypeError:  # not weak-referenceable: never recorded
+        return None
 
 
 def register(spec: ModelSpec) -> ModelSpec:
@@ -146,7 +164,7 @@ def build_model(
     if checkpoint is not None:
         state_dict = spec.adapt(extract_state_dict(read_checkpoint(checkpoint, trust_checkpoint=trust_checkpoint)))
         load_weights(model, state_dict, model_name=spec.name)
-    model.__dict__["spec"] = spec  # lets the 2D predictor and the exporters read preprocessing facts
+    record_spec(model, spec)  # the 2D predictor, exporters and server read it with spec_of(model)
     return model.eval()
 
 

@@ -22,6 +22,7 @@ from sammed.inference import Session
 from sammed.io.dicom_seg import looks_like_dicom_input
 from sammed.io.readers import READ_SUFFIXES, image_suffix
 from sammed.io.writers import WRITE_SUFFIXES, segmentation_suffix
+from sammed.models.registry import spec_of
 from sammed.server.context import ServerContext, context
 from sammed.server.errors import ConflictError, ForbiddenError, NotFoundError, ServerError
 from sammed.server.opening import admitted_image, new_session
@@ -152,7 +153,7 @@ async def _quick_action(live: LiveSession, operation: Callable[[], object]) -> A
 
 @router.get("/info", response_model=ServerInfo, summary="server, model and limits")
 def info(ctx: Ctx) -> ServerInfo:
-    spec = getattr(ctx.worker.model, "spec", None)
+    spec = spec_of(ctx.worker.model)
     return ServerInfo(
         name="sammed",
         version=__version__,

@@ -45,6 +45,7 @@ from sammed.io.dicom_seg import looks_like_dicom_input, series_datasets, write_d
 from sammed.io.masks import read_mask
 from sammed.io.readers import image_suffix, to_sitk
 from sammed.io.slicer_seg import write_slicer_seg
+from sammed.models.registry import spec_of
 from sammed.server.context import ServerContext, context
 from sammed.server.datastore import (
     FINAL,
@@ -133,7 +134,7 @@ def _datastore(ctx: ServerContext) -> Datastore | None:
 
 @router.get("/info/", summary="MONAI Label app description: the served model as a deepgrow model")
 def monai_info(ctx: Ctx) -> dict:
-    spec = getattr(ctx.worker.model, "spec", None)
+    spec = spec_of(ctx.worker.model)
     description = spec.description if spec else ctx.worker.name
     if ctx.worker.random_weights:
         description += " [UNTRAINED RANDOM WEIGHTS: results are meaningless]"
