@@ -283,6 +283,15 @@ def test_plain_array_uses_voxels_and_the_layer_scale(make_napari_viewer, qtbot, 
     widget.add_point((60, 50, 20), positive=False)
     _settle(widget, qtbot)
     assert "negative click on object 2" in widget.status.text()
+    # a polygon drawn on a slice is a lasso there: filled, added to the active object, undoable
+    widget.new_object()
+    widget.shapes_layer.add_polygons(np.array([[k, 40, 40], [k, 40, 60], [k, 60, 60], [k, 60, 40]], dtype=float))
+    _settle(widget, qtbot)
+    assert "positive lasso on object 3" in widget.status.text(), widget.status.text()
+    assert (_labels(widget)[k, 41:59, 41:59] == 3).all()  # (k, j, i) display order: the square's inside
+    widget.undo()
+    _settle(widget, qtbot)
+    assert not (_labels(widget) == 3).any()
     # the reader's transform of that file puts it where the plain layer was
     scale, translate = display_transform(back.geometry)
     np.testing.assert_allclose(scale, layer.scale)

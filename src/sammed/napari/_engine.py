@@ -172,6 +172,10 @@ class Engine:
             low, high = op.args
             session.add_box(tuple(float(v) for v in low), tuple(float(v) for v in high))
             message = f"box on object {session.active_object}"
+        elif kind == "lasso":
+            polygon, axis, index, positive = op.args
+            session.add_lasso(polygon, axis=axis, index=index, positive=positive)
+            message = f"{'positive' if positive else 'negative'} lasso on object {session.active_object}"
         elif kind == "undo":
             message = "undone" if session.undo() else "nothing to undo"
         elif kind == "redo":

@@ -5,8 +5,9 @@ voxel for voxel):
 
 * ``<image> clicks`` (points): click in *add* mode; positive by default, **Shift+click** or the
   **T** key / the "negative clicks" box make negative ones (red);
-* ``<image> boxes`` (shapes): a rectangle, or a lasso (Shift+P) whose bounding box is used, on
-  the current slice becomes a box prompt flat across that slice;
+* ``<image> boxes`` (shapes): a rectangle on the current slice becomes a box prompt flat across
+  that slice; a polygon or lasso (P / Shift+P) becomes ``Session.add_lasso`` on that slice
+  (filled; positive, or negative with the "negative clicks" box);
 * ``<image> sammed`` (labels): the result, one value per object (object id), made at the first
   result.
 
@@ -394,6 +395,8 @@ class SegmentWidget(QWidget):
             return
         vertices = np.asarray(layer.data[-1], dtype=np.float64)
         voxels = np.array([self._to_voxel(layer, v) for v in vertices])
+        if layer.shape_type[-1] in ("polygon", "path") and self._lasso_from(voxels):
+            return
         low, high = voxels.min(axis=0), voxels.max(axis=0)
         if not (inside(low, self._target.image.shape) and inside(high, self._target.image.shape)):
             self._set_status("box reaches outside the image; draw it inside the volume (nothing changed)", error=True)
@@ -412,6 +415,19 @@ class SegmentWidget(QWidget):
             return
         self._submit(Op("point", self._target, (tuple(voxel), positive), display=(voxel_to_display(voxel), positive)))
         self._sync_prompt_layers()
+
+    def _lasso_from(self, voxels: np.ndarray) -> bool:
+        """Queue a drawn polygon as a lasso on the slice it lies in; False when it is not on one slice."""
+        spread = np.ptp(voxels, axis=0)
+        flat = [axis for axis in range(3) if spread[axis] < 0.5]
+        if not flat:
+            return False
+        axis = flat[-1]  # the sliced display axis is voxel k for the usual axial view
+        index = int(round(float(voxels[0, axis])))
+        polygon = [tuple(float(v) for v in np.delete(vertex, axis)) for vertex in voxels]
+        positive = not self.negative_box.isChecked()
+        self._submit(Op("lasso", self._target, (polygon, "ijk"[axis], index, positive)))
+        return True
 
     def add_box(self, low, high) -> None:
         """Queue a box prompt with opposite voxel corners (i, j, k)."""
