@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from email import message_from_bytes
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from sammed.data import SAMPLE_CT, SAMPLE_CT_LIVER_VOXEL
-from sammed.io import read_image
+from sammed.io import read_image, write_mask
+from sammed.io.slicer_seg import write_slicer_seg
 from sammed.server import ServerConfig, create_app
 from server_fixtures import checkpoint  # noqa: F401  (fixture)
 
@@ -86,6 +88,74 @@ def test_world_points_boxes_and_objects(client):
     assert reset["object_voxels"] == 0 and reset["changed"] is not None
     outside = client.post(f"{url}/points", json={"position": [500, 0, 0]}, headers=key)
     assert outside.status_code == 400 and "outside the image" in outside.json()["detail"]
+
+
+def label_map(body, key, url, client) -> np.ndarray:
+    reply = client.get(f"{url}/labels", headers=key)
+    return np.frombuffer(reply.content, dtype=reply.headers["X-Dtype"]).reshape(body["shape"], order="F")
+
+
+def test_initial_mask_scribble_lasso_then_undo_all(client, root):
+    body, key, url = open_session(client)
+    image = read_image(SAMPLE_CT)
+    seg = np.zeros(image.shape, dtype=np.uint8)
+    seg[75:95, 50:66, 15:25] = 5  # around the liver click
+    seg[30:40, 30:40, 5:10] = 2
+    write_mask(seg, image, root / "case1" / "seg.nii.gz")
+
+    seeded = client.post(f"{url}/initial-mask", data={"path": "case1/seg.nii.gz", "label": "5"}, headers=key)
+    assert seeded.status_code == 200, seeded.text
+    reply = seeded.json()
+    assert reply["object_id"] == 1 and reply["object_voxels"] == int((seg == 5).sum()) and reply["can_undo"]
+    np.testing.assert_array_equal(label_map(body, key, url, client), (seg == 5).astype(np.uint8))
+    changed = reply["changed"]
+    low, high = np.array(changed["offset"]), np.array(changed["offset"]) + changed["shape"]
+    assert np.all(low <= [75, 50, 15]) and np.all(high >= [95, 66, 25])  # the viewer repaints this region
+
+    cut = client.post(
+        f"{url}/lassos",
+        json={"polygon": [[78, 52], [90, 52], [90, 62], [78, 62]], "axis": "k", "index": 20, "positive": False},
+        headers=key,
+    )
+    assert cut.status_code == 200, cut.text
+    assert not label_map(body, key, url, client)[79:90, 53:62, 20].any()  # the filled polygon is cut out
+
+    scribble = client.post(
+        f"{url}/scribbles", json={"voxels": [[35, 35, 7], [38, 36, 7], [39, 39, 8]], "positive": True, "object_id": 2}, headers=key
+    )
+    assert scribble.status_code == 200, scribble.text
+    assert scribble.json()["object_id"] == 2 and scribble.json()["active_object"] == 2
+    state = client.get(url, headers=key).json()
+    second = next(o for o in state["objects"] if o["object_id"] == 2)
+    assert len(second["clicks"]) == 8 and all(c["positive"] for c in second["clicks"])  # 8 clicks along the stroke
+
+    added = client.post(
+        f"{url}/lassos", json={"polygon": [[10, 10], [20, 10], [15, 20]], "axis": "j", "index": 50, "positive": True}, headers=key
+    )
+    assert added.status_code == 200 and label_map(body, key, url, client)[15, 50, 14] == 2
+
+    for _ in range(4):
+        assert client.post(f"{url}/undo", headers=key).json()["applied"]
+    state = client.get(url, headers=key).json()
+    assert not state["can_undo"] and not label_map(body, key, url, client).any()
+
+
+def test_initial_mask_upload_as_seg_nrrd_with_label(client):
+    body, key, url = open_session(client)
+    image = read_image(SAMPLE_CT)
+    seg = np.zeros(image.shape, dtype=np.uint8)
+    seg[40:50, 40:60, 10:14] = 3
+    seg[60:70, 40:60, 10:14] = 4
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_slicer_seg(seg, image, Path(tmp) / "labels.seg.nrrd", names={3: "kidney", 4: "spleen"})
+        content = path.read_bytes()
+    reply = client.post(
+        f"{url}/initial-mask", files={"file": ("labels.seg.nrrd", content)}, data={"label": "4", "object_id": "1"}, headers=key
+    )
+    assert reply.status_code == 200, reply.text
+    np.testing.assert_array_equal(label_map(body, key, url, client), (seg == 4).astype(np.uint8))
+    missing = client.post(f"{url}/initial-mask", files={"file": ("labels.seg.nrrd", content)}, data={"label": "9"}, headers=key)
+    assert missing.status_code == 400 and "labels present: [3, 4]" in missing.json()["detail"]
 
 
 def test_mask_download_and_save_next_to_image(client, root):

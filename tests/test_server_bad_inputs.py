@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 
 from sammed.cli import main
 from sammed.data import SAMPLE_CT, SAMPLE_CT_LIVER_VOXEL
+from sammed.io import read_image, write_mask
 from sammed.server import ServerConfig, create_app
 from sammed.server.config import session_charge
 from server_fixtures import tiny_checkpoint
@@ -30,6 +31,7 @@ LIVER = list(SAMPLE_CT_LIVER_VOXEL)
 SECRET = b"server-private-bytes-" * 64
 MAX_IMAGE = 8 * 2**20  # decoded bytes per image in these tests (the sample CT is ~0.7 MiB)
 CT_BYTES = SAMPLE_CT.read_bytes()
+SMALL_MASK = nib.Nifti1Image(np.ones((4, 4, 4), dtype=np.uint8), np.eye(4)).to_bytes()  # not the CT's size
 
 
 def metaimage_header(data_file: str, dims: str = "4 4 4") -> bytes:
@@ -72,6 +74,13 @@ def world(tmp_path_factory):
     os.symlink("self.nii.gz", root / "self.nii.gz")
     os.symlink(root / "case1" / "nothing", root / "dangling.nii.gz")
     (root / "case1" / "up").symlink_to(root)  # a loop through folders: must not be walked forever
+    ct = read_image(SAMPLE_CT)
+    (root / "masks").mkdir()
+    liver = np.zeros(ct.shape, dtype=np.uint8)
+    liver[75:95, 50:66, 15:25] = 5
+    write_mask(liver, ct, root / "masks" / "liver.nii.gz")
+    write_mask(np.zeros(ct.shape, dtype=np.uint8), ct, root / "masks" / "empty.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), dtype=np.uint8), np.eye(4)), root / "masks" / "small.nii.gz")
     config = ServerConfig(
         model="sam-med3d-tiny",
         checkpoint=tiny_checkpoint(base / "tiny.pth"),
@@ -175,6 +184,44 @@ CASES = [
     Bad("box outside", "POST", "{url}/boxes", 400, "outside", {"json": {"corner_a": [-900, 1, 1], "corner_b": [5, 5, 5]}}),
     Bad("reset object 70000", "POST", "{url}/reset", 422, "object_id", {"json": {"object_id": 70000}}),
     Bad("reset unknown object", "POST", "{url}/reset", 404, "not an object", {"json": {"object_id": 9}}),
+    # --- scribbles, lassos, initial masks
+    Bad("scribble no voxels", "POST", "{url}/scribbles", 422, "voxels", {"json": {"voxels": [], "positive": True}}),
+    Bad("scribble NaN voxel", "POST", "{url}/scribbles", 422, "voxels", raw_json('{"voxels": [[NaN, 1, 1]], "positive": true}')),
+    Bad("scribble two coordinates", "POST", "{url}/scribbles", 422, "voxels", {"json": {"voxels": [[60, 50]], "positive": True}}),
+    Bad("scribble no sign", "POST", "{url}/scribbles", 422, "positive", {"json": {"voxels": [LIVER]}}),
+    Bad("scribble outside", "POST", "{url}/scribbles", 400, "leaves the image", {"json": {"voxels": [LIVER, [500, 50, 10]], "positive": True}}),
+    Bad("scribble object not next", "POST", "{url}/scribbles", 404, "not an object", {"json": {"voxels": [LIVER], "positive": True, "object_id": 7}}),
+    Bad("scribble object 70000", "POST", "{url}/scribbles", 422, "object_id", {"json": {"voxels": [LIVER], "positive": True, "object_id": 70000}}),
+    Bad("lasso two vertices", "POST", "{url}/lassos", 422, "polygon", {"json": {"polygon": [[1, 1], [5, 5]], "axis": "k", "index": 5, "positive": True}}),
+    Bad("lasso off the slice", "POST", "{url}/lassos", 400, "leaves slice", {"json": {"polygon": [[1, 1], [500, 5], [5, 9]], "axis": "k", "index": 5, "positive": True}}),
+    Bad("lasso slice outside", "POST", "{url}/lassos", 400, "outside the image", {"json": {"polygon": [[1, 1], [9, 1], [5, 9]], "axis": "k", "index": 30, "positive": True}}),
+    Bad("lasso encloses nothing", "POST", "{url}/lassos", 400, "encloses no voxel", {"json": {"polygon": [[1.1, 1.1], [1.3, 1.1], [1.2, 1.3]], "axis": "i", "index": 5, "positive": False}}),
+    Bad("lasso unknown axis", "POST", "{url}/lassos", 422, "axis", {"json": {"polygon": [[1, 1], [9, 1], [5, 9]], "axis": "x", "index": 5, "positive": True}}),
+    Bad("lasso no index", "POST", "{url}/lassos", 422, "index", {"json": {"polygon": [[1, 1], [9, 1], [5, 9]], "axis": "k", "positive": True}}),
+    Bad("lasso infinite vertex", "POST", "{url}/lassos", 422, "polygon", raw_json('{"polygon": [[1, 1], [Infinity, 1], [5, 9]], "axis": "k", "index": 5, "positive": true}')),
+    Bad("lasso object not next", "POST", "{url}/lassos", 404, "not an object", {"json": {"polygon": [[1, 1], [9, 1], [5, 9]], "axis": "k", "index": 5, "positive": True, "object_id": 7}}),
+    Bad("initial mask no source", "POST", "{url}/initial-mask", 400, "exactly one of", {"data": {"label": "5"}}),
+    Bad("initial mask file and path", "POST", "{url}/initial-mask", 400, "exactly one of", {"data": {"path": "masks/liver.nii.gz"}, **upload("m.nii.gz", CT_BYTES)}),
+    Bad("initial mask unknown field", "POST", "{url}/initial-mask", 400, "exactly one of", {"data": {"path": "masks/liver.nii.gz", "colour": "red"}}),
+    Bad("initial mask wrong size", "POST", "{url}/initial-mask", 400, "does not match the image size", {"data": {"path": "masks/small.nii.gz"}}),
+    Bad("initial mask wrong size upload", "POST", "{url}/initial-mask", 400, "'small.nii': mask size", upload("small.nii", SMALL_MASK)),
+    Bad("initial mask empty", "POST", "{url}/initial-mask", 400, "empty", {"data": {"path": "masks/empty.nii.gz"}}),
+    Bad("initial mask missing label", "POST", "{url}/initial-mask", 400, "no voxel of label 9", {"data": {"path": "masks/liver.nii.gz", "label": "9"}}),
+    Bad("initial mask label zero", "POST", "{url}/initial-mask", 422, "label", {"data": {"path": "masks/liver.nii.gz", "label": "0"}}),
+    Bad("initial mask label text", "POST", "{url}/initial-mask", 422, "label", {"data": {"path": "masks/liver.nii.gz", "label": "liver"}}),
+    Bad("initial mask object 70000", "POST", "{url}/initial-mask", 422, "object_id", {"data": {"path": "masks/liver.nii.gz", "object_id": "70000"}}),
+    Bad("initial mask object not next", "POST", "{url}/initial-mask", 404, "not an object", {"data": {"path": "masks/liver.nii.gz", "object_id": "7"}}),
+    Bad("initial mask path escaping", "POST", "{url}/initial-mask", 403, "'..'", {"data": {"path": "../secret.raw"}}),
+    Bad("initial mask link out of root", "POST", "{url}/initial-mask", 403, "outside the data root", {"data": {"path": "link_out.nii.gz"}}),
+    Bad("initial mask missing file", "POST", "{url}/initial-mask", 404, "does not exist", {"data": {"path": "masks/none.nii.gz"}}),
+    Bad("initial mask a folder", "POST", "{url}/initial-mask", 400, "is a folder", {"data": {"path": "masks"}}),
+    Bad("initial mask detached header", "POST", "{url}/initial-mask", 400, "data file", {"data": {"path": "escape.mhd"}}),
+    Bad("initial mask upload nrrd naming a file", "POST", "{url}/initial-mask", 400, "data file", upload("m.nrrd", nrrd_header("/etc/hostname"))),
+    Bad("initial mask upload mhd", "POST", "{url}/initial-mask", 400, "another file", upload("m.mhd", metaimage_header("/etc/hostname"))),
+    Bad("initial mask decompression bomb", "POST", "{url}/initial-mask", 413, "--max-image-mb", upload("bomb.nii.gz", bomb())),
+    Bad("initial mask garbage upload", "POST", "{url}/initial-mask", 400, "garbage.seg.nrrd", upload("garbage.seg.nrrd", os.urandom(2048))),
+    Bad("initial mask file as text field", "POST", "{url}/initial-mask", 400, "uploaded file", {"files": {"file": (None, "m.nii.gz")}}),
+    Bad("initial mask image not labels", "POST", "{url}/initial-mask", 400, "negative values", upload("ct.nii.gz", CT_BYTES)),
     # --- reading results
     Bad("mask object 70000", "GET", "{url}/mask", 422, "object_id", {"params": {"object_id": 70000}}),
     Bad("mask unknown object", "GET", "{url}/mask", 404, "not an object", {"params": {"object_id": 9}}),
@@ -249,6 +296,7 @@ def test_file_listing_skips_loops_and_links_out(world):
     assert listing.status_code == 200
     assert {entry["path"] for entry in listing.json()["entries"]} == {
         "case1",
+        "masks",
         "escape.mhd",
         "absolute.mhd",
         "escape.nhdr",

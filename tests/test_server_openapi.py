@@ -14,10 +14,12 @@ import re
 import shutil
 
 import jsonschema
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from sammed.data import SAMPLE_CT
+from sammed.io import read_image, write_mask
 from sammed.server import ServerConfig, create_app
 from server_fixtures import tiny_checkpoint
 
@@ -66,14 +68,20 @@ def client(tmp_path):
     root = tmp_path / "data"
     root.mkdir()
     shutil.copy(SAMPLE_CT, root / "ct.nii.gz")
+    ct = read_image(SAMPLE_CT)
+    seg = np.zeros(ct.shape, dtype=np.uint8)
+    seg[75:95, 50:66, 15:25] = 3
+    write_mask(seg, ct, root / "seg.nii.gz")
     config = ServerConfig(model="sam-med3d-tiny", checkpoint=tiny_checkpoint(tmp_path / "tiny.pth"), data_root=root)
     with RecordingClient(create_app(config), base_url="http://127.0.0.1") as c:
+        c.root = root
         yield c
 
 
 def test_every_reply_matches_the_published_schema(client):
     schema = client.get("/openapi.json").json()
     client.log.clear()
+    root = client.root
 
     client.get("/healthz")
     client.get("/api/info")
@@ -92,6 +100,13 @@ def test_every_reply_matches_the_published_schema(client):
     client.post(f"{url}/points", json={"position": [999, 0, 0]}, headers=key)
     client.post(f"{url}/points", json={"position": [80, 58, 20], "positive": False, "extra": 1}, headers=key)
     client.post(f"{url}/boxes", json={"corner_a": [70, 50, 15], "corner_b": [90, 66, 25], "object_id": 2}, headers=key)
+    client.post(f"{url}/scribbles", json={"voxels": [[80, 56, 20], [86, 58, 20]], "positive": True}, headers=key)
+    client.post(f"{url}/scribbles", json={"voxels": [[800, 56, 20]], "positive": True}, headers=key)
+    client.post(f"{url}/lassos", json={"polygon": [[80, 52], [90, 52], [85, 62]], "axis": "k", "index": 20, "positive": False}, headers=key)
+    client.post(f"{url}/lassos", json={"polygon": [[80, 52], [90, 52]], "axis": "k", "index": 20, "positive": False}, headers=key)
+    client.post(f"{url}/initial-mask", data={"path": "seg.nii.gz", "label": "3"}, headers=key)
+    client.post(f"{url}/initial-mask", files={"file": ("seg.nii.gz", (root / "seg.nii.gz").read_bytes())}, data={"object_id": "1"}, headers=key)
+    client.post(f"{url}/initial-mask", data={"path": "../seg.nii.gz"}, headers=key)
     client.post(f"{url}/objects", headers=key)
     client.post(f"{url}/undo", headers=key)
     client.post(f"{url}/redo", headers=key)

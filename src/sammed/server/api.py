@@ -1,4 +1,4 @@
-"""The session API under /api: open a volume, click, undo/redo, fetch and save masks.
+"""The session API under /api: open a volume, click, scribble, lasso, start from a mask, undo/redo, fetch and save masks.
 
 Model calls run on the model's worker thread, other work on the thread pool; a session's
 lock keeps its requests in order while other sessions proceed.
@@ -6,6 +6,7 @@ lock keeps its requests in order while other sessions proceed.
 
 from __future__ import annotations
 
+import re
 import time
 from functools import partial
 from pathlib import Path
@@ -15,7 +16,7 @@ from urllib.parse import quote
 import numpy as np
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 
 from sammed import __version__
 from sammed.inference import Session
@@ -24,9 +25,10 @@ from sammed.io.readers import READ_SUFFIXES, image_suffix
 from sammed.io.writers import WRITE_SUFFIXES, segmentation_suffix
 from sammed.models.registry import spec_of
 from sammed.server.context import ServerContext, context
-from sammed.server.errors import ConflictError, ForbiddenError, NotFoundError, ServerError
-from sammed.server.opening import admitted_image, new_session
+from sammed.server.errors import ConflictError, ForbiddenError, InvalidFieldError, NotFoundError, ServerError
+from sammed.server.opening import admitted_image, admitted_mask, new_session
 from sammed.server.schemas import (
+    MAX_LABEL,
     MAX_OBJECT_ID,
     ActionReply,
     BoxPrompt,
@@ -34,12 +36,14 @@ from sammed.server.schemas import (
     ErrorReply,
     FileEntry,
     FileList,
+    LassoPrompt,
     NewObjectReply,
     NewObjectRequest,
     PointPrompt,
     ResetRequest,
     SaveReply,
     SaveRequest,
+    ScribblePrompt,
     ServerInfo,
     SessionInfo,
 )
@@ -142,6 +146,16 @@ async def _model_action(ctx: ServerContext, live: LiveSession, operation: Callab
         reply = await ctx.worker.run(_act, live.session, operation)
     live.touch()
     return reply
+
+
+async def _prompt(
+    ctx: ServerContext, live: LiveSession, object_id: int | None, add: Callable[..., object]
+) -> ActionReply:
+    """A prompt for one object: ``add(object_id=checked id)`` on the model thread, in the session's order.
+
+    The id is checked there, under the session lock, so a refused id leaves the session as it was.
+    """
+    return await _model_action(ctx, live, lambda: add(object_id=checked_object(live.session, object_id)))
 
 
 async def _quick_action(live: LiveSession, operation: Callable[[], object]) -> ActionReply:
@@ -285,26 +299,93 @@ async def get_image(live: Live) -> Response:
 
 @router.post("/sessions/{session_id}/points", response_model=ActionReply, summary="add a positive or negative click")
 async def add_point(ctx: Ctx, live: Live, prompt: PointPrompt) -> ActionReply:
-    session = live.session
-    return await _model_action(
-        ctx,
-        live,
-        lambda: session.add_point(
-            prompt.position, prompt.positive, checked_object(session, prompt.object_id), prompt.space, prompt.convention
-        ),
-    )
+    add = partial(live.session.add_point, prompt.position, prompt.positive, space=prompt.space, convention=prompt.convention)
+    return await _prompt(ctx, live, prompt.object_id, add)
 
 
 @router.post("/sessions/{session_id}/boxes", response_model=ActionReply, summary="add a 3D box (two opposite corners)")
 async def add_box(ctx: Ctx, live: Live, prompt: BoxPrompt) -> ActionReply:
+    add = partial(live.session.add_box, prompt.corner_a, prompt.corner_b, space=prompt.space, convention=prompt.convention)
+    return await _prompt(ctx, live, prompt.object_id, add)
+
+
+@router.post("/sessions/{session_id}/scribbles", response_model=ActionReply, summary="add a scribble (a polyline of voxels)")
+async def add_scribble(ctx: Ctx, live: Live, prompt: ScribblePrompt) -> ActionReply:
+    return await _prompt(ctx, live, prompt.object_id, partial(live.session.add_scribble, prompt.voxels, prompt.positive))
+
+
+@router.post("/sessions/{session_id}/lassos", response_model=ActionReply, summary="add or cut a filled polygon on one slice")
+async def add_lasso(ctx: Ctx, live: Live, prompt: LassoPrompt) -> ActionReply:
+    add = partial(live.session.add_lasso, prompt.polygon, prompt.axis, prompt.index, prompt.positive)
+    return await _prompt(ctx, live, prompt.object_id, add)
+
+
+_MASK_FIELDS = {
+    "label": {"type": "integer", "minimum": 1, "maximum": MAX_LABEL, "description": "the label value to use; default: every non-zero voxel"},
+    "object_id": {"type": "integer", "minimum": 1, "maximum": MAX_OBJECT_ID, "description": "an existing object or the next one; default: the active object"},
+}
+_MASK_FILE = {"type": "string", "format": "binary", "description": "a label file on the image's grid (NIfTI, NRRD, MHA, .seg.nrrd, DICOM-SEG)"}
+_MASK_PATH = {"type": "string", "minLength": 1, "description": "a label file relative to --data-root"}
+_DATA_ROOT_MASK = {
+    "title": "DataRootMask", "type": "object", "properties": {"path": _MASK_PATH, **_MASK_FIELDS}, "required": ["path"], "additionalProperties": False,
+}
+INITIAL_MASK_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "exactly one of 'file' (an upload) or 'path' (a label file in --data-root); optional 'label' and 'object_id'",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "oneOf": [
+                        {"title": "MaskUpload", "type": "object", "properties": {"file": _MASK_FILE, **_MASK_FIELDS}, "required": ["file"], "additionalProperties": False},
+                        _DATA_ROOT_MASK,
+                    ]
+                }
+            },
+            "application/x-www-form-urlencoded": {"schema": _DATA_ROOT_MASK},
+        },
+    }
+}
+
+
+def _form_int(form: FormData, name: str, highest: int) -> int | None:
+    """An optional integer form field in 1..highest (422 otherwise, as a JSON body's schema would give)."""
+    values = form.getlist(name)
+    if not values:
+        return None
+    text = values[0]
+    if len(values) > 1 or not isinstance(text, str) or not re.fullmatch(r"[0-9]{1,6}", text.strip()) or not 1 <= int(text) <= highest:
+        raise InvalidFieldError(f"{name}: give one integer from 1 to {highest}")
+    return int(text)
+
+
+@router.post(
+    "/sessions/{session_id}/initial-mask",
+    response_model=ActionReply,
+    summary="start an object from a label file: upload it or name one in --data-root",
+    openapi_extra=INITIAL_MASK_BODY,
+)
+async def add_initial_mask(ctx: Ctx, live: Live, request: Request) -> ActionReply:
     session = live.session
-    return await _model_action(
-        ctx,
-        live,
-        lambda: session.add_box(
-            prompt.corner_a, prompt.corner_b, checked_object(session, prompt.object_id), prompt.space, prompt.convention
-        ),
-    )
+    async with request.form(max_files=1, max_fields=4) as form:
+        fields = set(form.keys())
+        sources = fields & {"file", "path"}
+        if fields - {"file", "path", "label", "object_id"} or len(sources) != 1 or len(form.getlist(next(iter(sources)))) != 1:
+            raise ServerError("give exactly one of 'file' (an upload) or 'path' (relative to the data root), optionally 'label' and 'object_id'")
+        label = _form_int(form, "label", MAX_LABEL)
+        object_id = _form_int(form, "object_id", MAX_OBJECT_ID)
+        file, path = form.get("file"), form.get("path")
+        if file is not None:
+            if not isinstance(file, UploadFile):
+                raise ServerError("'file' must be an uploaded file (multipart/form-data), not a text field")
+            async with staged_uploads([file]) as target:
+                mask = await admitted_mask(ctx, target, file.filename or "upload", session.image)
+        else:
+            if not isinstance(path, str):
+                raise ServerError("'path' must be text: a label file relative to the data root")
+            source = resolve_in_root(ctx.config.data_root, path)
+            mask = await admitted_mask(ctx, source, relative_to_root(ctx.config.data_root, source), session.image)
+    return await _prompt(ctx, live, object_id, partial(session.add_initial_mask, mask, label=label))
 
 
 @router.post("/sessions/{session_id}/undo", response_model=ActionReply, summary="revert the last interaction")

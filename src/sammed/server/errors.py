@@ -11,6 +11,12 @@ class ServerError(SammedError):
     status = 400
 
 
+class InvalidFieldError(ServerError):
+    """A form field of the wrong type or range (JSON bodies get the same 422 from their schema)."""
+
+    status = 422
+
+
 class NotFoundError(ServerError):
     status = 404
 

@@ -12,6 +12,7 @@ IntVector3 = tuple[int, int, int]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 Position3 = tuple[Finite, Finite, Finite]
 MAX_OBJECT_ID = 65535  # the label map holds object ids as uint16
+MAX_LABEL = 65535  # label files are read as uint8 or uint16
 ObjectId = Annotated[int, Field(ge=1, le=MAX_OBJECT_ID)]
 
 
@@ -78,6 +79,30 @@ class BoxPrompt(Strict):
     object_id: ObjectId | None = Field(default=None, description="an existing object or the next one; default: the active object")
     space: Literal["voxel", "world"] = "voxel"
     convention: Literal["RAS", "LPS"] = "RAS"
+
+
+MAX_SCRIBBLE_POINTS = 4096  # a drawn stroke, thinned to about one vertex per voxel, is far shorter
+MAX_LASSO_VERTICES = 2048  # filling costs vertices x the polygon's box; a slice outline needs far fewer
+Position2 = tuple[Finite, Finite]
+
+
+class ScribblePrompt(Strict):
+    voxels: list[Position3] = Field(
+        min_length=1, max_length=MAX_SCRIBBLE_POINTS, description="the polyline's continuous voxel positions (i, j, k), in drawing order"
+    )
+    positive: bool = Field(description="true adds to the object, false marks background")
+    object_id: ObjectId | None = Field(default=None, description="an existing object or the next one; default: the active object")
+
+
+class LassoPrompt(Strict):
+    polygon: list[Position2] = Field(
+        min_length=3, max_length=MAX_LASSO_VERTICES,
+        description="closed polygon on the slice: the two voxel indices other than 'axis', in order (axis k: (i, j))",
+    )
+    axis: Literal["i", "j", "k"] = Field(description="the voxel axis the slice is perpendicular to")
+    index: int = Field(description="the slice's index along 'axis'")
+    positive: bool = Field(description="true adds the filled polygon to the object, false cuts it out")
+    object_id: ObjectId | None = Field(default=None, description="an existing object or the next one; default: the active object")
 
 
 class ResetRequest(Strict):

@@ -27,7 +27,9 @@ from starlette.concurrency import run_in_threadpool
 
 from sammed.errors import SammedError
 from sammed.io import Image, read_image, validate_volume, write_image, write_mask
+from sammed.io.masks import read_mask
 from sammed.io.readers import READ_SUFFIXES, image_suffix, sitk_error_essence
+from sammed.io.slicer_seg import SEG_NRRD
 from sammed.server.errors import ServerError
 
 DETACHED_HEADER_SUFFIXES = (".mhd", ".nhdr")  # formats whose voxels live in another file
@@ -119,16 +121,29 @@ def read_checked(path: Path, shown: str) -> Image:
     return image
 
 
+def read_mask_checked(path: Path, shown: str, reference: Image) -> np.ndarray:
+    """Read a label file (label image, DICOM-SEG, .seg.nrrd) on ``reference``'s grid, self-contained only."""
+    refuse_detached_data(path, shown)
+    try:
+        return read_mask(path, reference, external_data="refuse")
+    except SammedError as exc:
+        message = str(exc).replace(str(path), shown)
+        if path.name not in shown:  # a staged upload's private name ('upload00000.dcm') is not the client's
+            message = message.replace(path.name, shown)
+        raise ServerError(message) from None
+
+
 def _store(uploads: list[tuple[str, object]], folder: Path) -> Path:
     paths = []
     for number, (filename, stream) in enumerate(uploads):
-        suffix = image_suffix(filename)
+        # '.seg.nrrd' is kept whole: Slicer's segment layout is read by that name, not as a plain NRRD.
+        suffix = SEG_NRRD if filename.lower().endswith(SEG_NRRD) else image_suffix(filename)
         if suffix in DETACHED_HEADER_SUFFIXES:
             raise ServerError(
                 f"'{filename}' is a header whose voxels live in another file ({suffix}): upload a self-contained "
                 "image (.nii.gz, .nrrd, .mha, DICOM)"
             )
-        target = folder / f"upload{number:05d}{suffix if suffix in READ_SUFFIXES else '.dcm'}"
+        target = folder / f"upload{number:05d}{suffix if suffix in (*READ_SUFFIXES, SEG_NRRD) else '.dcm'}"
         with open(target, "wb") as fh:
             shutil.copyfileobj(stream, fh, 1 << 20)
         paths.append(target)
