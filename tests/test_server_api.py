@@ -128,6 +128,9 @@ def test_initial_mask_scribble_lasso_then_undo_all(client, root):
     state = client.get(url, headers=key).json()
     second = next(o for o in state["objects"] if o["object_id"] == 2)
     assert len(second["clicks"]) == 8 and all(c["positive"] for c in second["clicks"])  # 8 clicks along the stroke
+    renamed = client.put(f"{url}/objects/2", json={"name": " kidney "}, headers=key)
+    assert renamed.json() == {"object_id": 2, "name": "kidney"}
+    assert [o["name"] for o in client.get(url, headers=key).json()["objects"]] == ["object 1", "kidney"]
 
     added = client.post(
         f"{url}/lassos", json={"polygon": [[10, 10], [20, 10], [15, 20]], "axis": "j", "index": 50, "positive": True}, headers=key

@@ -182,6 +182,11 @@ CASES = [
     Bad("box one corner", "POST", "{url}/boxes", 422, "corner_b", {"json": {"corner_a": [1, 1, 1]}}),
     Bad("box object 70000", "POST", "{url}/boxes", 422, "object_id", {"json": {"corner_a": [40, 40, 10], "corner_b": [60, 60, 20], "object_id": 70000}}),
     Bad("box outside", "POST", "{url}/boxes", 400, "outside", {"json": {"corner_a": [-900, 1, 1], "corner_b": [5, 5, 5]}}),
+    Bad("rename unknown object", "PUT", "{url}/objects/9", 404, "not an object", {"json": {"name": "liver"}}),
+    Bad("rename object 70000", "PUT", "{url}/objects/70000", 422, "object_id", {"json": {"name": "liver"}}),
+    Bad("rename empty name", "PUT", "{url}/objects/1", 422, "name", {"json": {"name": ""}}),
+    Bad("rename two lines", "PUT", "{url}/objects/1", 400, "one non-empty line", {"json": {"name": "a\nb"}}),
+    Bad("rename blank name", "PUT", "{url}/objects/1", 400, "one non-empty line", {"json": {"name": "   "}}),
     Bad("reset object 70000", "POST", "{url}/reset", 422, "object_id", {"json": {"object_id": 70000}}),
     Bad("reset unknown object", "POST", "{url}/reset", 404, "not an object", {"json": {"object_id": 9}}),
     # --- scribbles, lassos, initial masks

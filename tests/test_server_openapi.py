@@ -108,6 +108,8 @@ def test_every_reply_matches_the_published_schema(client):
     client.post(f"{url}/initial-mask", files={"file": ("seg.nii.gz", (root / "seg.nii.gz").read_bytes())}, data={"object_id": "1"}, headers=key)
     client.post(f"{url}/initial-mask", data={"path": "../seg.nii.gz"}, headers=key)
     client.post(f"{url}/objects", headers=key)
+    client.put(f"{url}/objects/1", json={"name": "liver"}, headers=key)
+    client.put(f"{url}/objects/9", json={"name": "liver"}, headers=key)
     client.post(f"{url}/undo", headers=key)
     client.post(f"{url}/redo", headers=key)
     client.post(f"{url}/redo", headers=key)

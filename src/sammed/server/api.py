@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import numpy as np
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import Path as FastPath
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
@@ -40,6 +41,7 @@ from sammed.server.schemas import (
     NewObjectReply,
     NewObjectRequest,
     PointPrompt,
+    RenameRequest,
     ResetRequest,
     SaveReply,
     SaveRequest,
@@ -409,10 +411,25 @@ async def new_object(live: Live, request: NewObjectRequest | None = None) -> New
         session = live.session
         if max([0, *session.object_ids, session.active_object]) >= MAX_OBJECT_ID:
             raise ConflictError(f"this session has reached the largest object id, {MAX_OBJECT_ID}")
-        name = request.name if request is not None else None
-        if name is not None and (not name.strip() or any(ord(c) < 32 for c in name)):
-            raise ServerError("an object name is one non-empty line")
+        name = _checked_name(request.name) if request is not None else None
         object_id = session.new_object(name=name)
+        return NewObjectReply(object_id=object_id, name=session.object_name(object_id))
+
+
+def _checked_name(name: str | None) -> str | None:
+    if name is not None and (not name.strip() or any(ord(c) < 32 for c in name)):
+        raise ServerError("an object name is one non-empty line")
+    return name
+
+
+@router.put("/sessions/{session_id}/objects/{object_id}", response_model=NewObjectReply, summary="rename an object")
+async def rename_object(
+    live: Live, object_id: Annotated[int, FastPath(ge=1, le=MAX_OBJECT_ID)], request: RenameRequest
+) -> NewObjectReply:
+    async with live.lock:
+        session = live.session
+        checked_object(session, object_id)
+        session.set_name(object_id, _checked_name(request.name) or "")
         return NewObjectReply(object_id=object_id, name=session.object_name(object_id))
 
 

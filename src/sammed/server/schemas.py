@@ -127,6 +127,10 @@ class NewObjectRequest(Strict):
     name: str | None = Field(default=None, max_length=64, description="a name for the object (e.g. 'liver')")
 
 
+class RenameRequest(Strict):
+    name: str = Field(min_length=1, max_length=64, description="the object's new name (one line)")
+
+
 class NewObjectReply(Strict):
     object_id: int
     name: str
