@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 import nibabel as nib
+import numpy as np
 import pytest
 
 from sammed.data import SAMPLE_CT, SAMPLE_CT_LIVER_VOXEL
@@ -139,3 +140,67 @@ def test_right_click_is_negative_and_new_object_gets_its_own_label(page, server)
     assert [round(v) for v in second["clicks"][0]["voxel"]] == list(voxel)
     labels = page.evaluate("() => Array.from(new Set(window.sammedViewer.overlay.img)).sort()")
     assert set(labels) <= {0, 1, 2} and 2 in labels
+
+
+def drag(page, points, shift: bool = False) -> None:
+    """Press at the first screen point, pass through the others, release at the last one."""
+    if shift:
+        page.keyboard.down("Shift")
+    page.mouse.move(*points[0])
+    page.mouse.down()
+    for point in points[1:]:
+        page.mouse.move(*point, steps=3)
+    page.mouse.up()
+    if shift:
+        page.keyboard.up("Shift")
+    idle(page)
+
+
+def slice_labels(api, headers, shape, k) -> np.ndarray:
+    reply = httpx.get(f"{api}/labels", params={"offset": f"0,0,{k}", "shape": f"{shape[0]},{shape[1]},1"}, headers=headers)
+    return np.frombuffer(reply.content, dtype=reply.headers["X-Dtype"]).reshape(shape[0], shape[1], order="F")
+
+
+def test_scribble_and_lasso_drags_then_undo(page, server):
+    session = page.evaluate("() => window.sammedViewer.api.session")
+    headers = {"X-Session-Key": session["session_key"]}
+    api = f"{server.url}/api/sessions/{session['session_id']}"
+    shape, k = session["shape"], 20
+    page.evaluate(f"() => window.sammedViewer.showVoxel([60, 50, {k}])")
+    screen = lambda i, j: axial_pixel(page, (i, j, k), shape)  # noqa: E731
+
+    page.click("#new-object")
+    idle(page)
+    scribbled = page.evaluate("() => window.sammedViewer.activeObject")
+    page.select_option("#tool", "scribble")
+    drag(page, [screen(80, 55), screen(86, 58), screen(90, 64)])
+    objects = {o["object_id"]: o for o in httpx.get(api, headers=headers).json()["objects"]}
+    clicks = objects[scribbled]["clicks"]
+    assert len(clicks) == 8 and all(c["positive"] for c in clicks)  # the stroke, sampled into 8 clicks
+    assert all(abs(c["voxel"][2] - k) < 0.51 for c in clicks) and 79 <= clicks[0]["voxel"][0] <= 81
+
+    page.click("#new-object")
+    idle(page)
+    lassoed = page.evaluate("() => window.sammedViewer.activeObject")
+    page.select_option("#tool", "lasso")
+    drag(page, [screen(20, 20), screen(44, 20), screen(44, 44), screen(20, 44), screen(20, 21)])
+    filled = slice_labels(api, headers, shape, k)
+    assert (filled[22:43, 22:43] == lassoed).all()  # the loop's inside joined the new object
+    drag(page, [screen(28, 28), screen(36, 28), screen(36, 36), screen(28, 36), screen(28, 29)], shift=True)
+    cut = slice_labels(api, headers, shape, k)
+    assert not (cut[30:35, 30:35] == lassoed).any() and (cut[22:26, 22:43] == lassoed).all()
+    overlay = np.array(page.evaluate("() => Array.from(window.sammedViewer.overlay.img)"), dtype=np.uint8)
+    np.testing.assert_array_equal(overlay.reshape(shape, order="F")[:, :, k], np.minimum(cut, 255))
+
+    page.keyboard.press("Control+z")  # undoes the cut
+    idle(page)
+    assert (slice_labels(api, headers, shape, k)[22:43, 22:43] == lassoed).all()
+    chips = page.locator("#objects").inner_text()
+    assert f"object {lassoed}" in chips and "object 1" in chips  # chips show object names; double-click renames
+    page.once("dialog", lambda dialog: dialog.accept("spleen"))
+    page.locator(f'#objects [data-object-id="{lassoed}"]').dblclick()
+    idle(page)
+    assert "spleen" in page.locator("#objects").inner_text()
+    assert {o["object_id"]: o["name"] for o in httpx.get(api, headers=headers).json()["objects"]}[lassoed] == "spleen"
+    page.select_option("#tool", "click")
+    assert page.page_errors == []

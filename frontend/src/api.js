@@ -74,6 +74,20 @@ export class Api {
     });
   }
 
+  // voxels: [[i, j, k], ...] continuous voxel positions along the stroke
+  scribble(voxels, positive, objectId) {
+    return this.request("POST", this.sessionPath("/scribbles"), { json: { voxels, positive, object_id: objectId } });
+  }
+
+  // polygon: [[u, v], ...] the two voxel indices other than `axis` on slice `index`
+  lasso(polygon, axis, index, positive, objectId) {
+    return this.request("POST", this.sessionPath("/lassos"), { json: { polygon, axis, index, positive, object_id: objectId } });
+  }
+
+  rename(objectId, name) {
+    return this.request("PUT", this.sessionPath(`/objects/${objectId}`), { json: { name } });
+  }
+
   action(name, json) {
     return this.request("POST", this.sessionPath(`/${name}`), json === undefined ? {} : { json });
   }
