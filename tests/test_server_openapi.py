@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from pathlib import Path
 
 import jsonschema
 import numpy as np
@@ -170,3 +171,14 @@ def test_every_reply_matches_the_published_schema(client):
     assert published - covered == set(), "operations in the schema that the scenario never called"
     statuses = {response.status_code for _, _, response in client.log}
     assert {200, 201, 204, 400, 403, 404, 409, 422} <= statuses
+
+
+def test_session_endpoints_the_readme_names_exist(client):
+    """The README's 'METHOD /api/sessions/{id}/...' lines name operations the server really has."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    stated = set(re.findall(r"(GET|POST|PUT|DELETE) (/api/sessions/\{id\}[\w/{}-]*)", readme))
+    assert {("POST", "/api/sessions/{id}/scribbles"), ("POST", "/api/sessions/{id}/lassos")} <= stated
+    schema = client.get("/openapi.json").json()
+    for method, path in stated:
+        template = path.replace("{id}", "{session_id}")
+        assert method.lower() in schema["paths"].get(template, {}), f"README names {method} {path}, the server has no such operation"
