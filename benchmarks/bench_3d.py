@@ -8,9 +8,15 @@ is pasted back by TorchIO nearest-neighbour resampling onto the full grid.
 
 Each pipeline runs in its own process (so peak RSS is its own) on a full-size CT built here by
 resampling ``example_ct.nii.gz`` to 0.75 x 0.75 x 1.5 mm (about 488 x 404 x 224 voxels).
-Times are medians of ``--repeats`` runs per stage. Usage::
+Times are medians of ``--repeats`` runs per stage.
 
-    .venv/bin/python benchmarks/bench_3d.py [--repeats 3] [--model sam-med3d-turbo]
+A first table times loading the checkpoint (a random-weight file of the model's full size) in one
+process, interleaved with the *GEMM unit*: one float32 ``4096 x 4096 @ 4096 x 4096`` matmul
+(137 GFLOP) on the same threads, so the figure reads as a fraction of what the machine computes
+and survives a busy or different machine. The baseline is the official way (build the model with
+its random initialisation, ``torch.load``, ``load_state_dict``). Usage::
+
+    .venv/bin/python benchmarks/bench_3d.py [--repeats 3] [--model sam-med3d-turbo] [--load-only]
 """
 
 from __future__ import annotations
@@ -153,6 +159,35 @@ def run_reference(inputs: dict, model_name: str, repeats: int, queue) -> None:
     queue.put(_summary(t))
 
 
+def gemm_unit() -> float:
+    """Seconds of one float32 4096^3 matmul on this process's threads (the benchmarks' unit)."""
+    a, b = torch.randn(4096, 4096), torch.randn(4096, 4096)
+    start = time.perf_counter()
+    torch.mm(a, b)
+    return time.perf_counter() - start
+
+
+def run_load(checkpoint: str, model_name: str, repeats: int, queue) -> None:
+    """Checkpoint load, the official way and sammed's, interleaved with the GEMM unit."""
+    from sammed.models import build_model, get_model_spec
+    from sammed.models.checkpoint import _refuse_non_finite, extract_state_dict, read_checkpoint
+
+    def official():  # sam_model_registry3D[...](checkpoint=None); torch.load; load_state_dict
+        model = get_model_spec(model_name).build()
+        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["model_state_dict"])
+        return model.eval()
+
+    state = extract_state_dict(read_checkpoint(checkpoint))
+    gemm_unit()  # warm-up: thread pool, allocator
+    t: dict = {}
+    for _ in range(repeats):
+        _timed(t, "GEMM unit", gemm_unit)
+        _timed(t, "official load", official)
+        _timed(t, "sammed load", build_model, model_name, checkpoint=checkpoint)
+        _timed(t, "NaN check", _refuse_non_finite, state)
+    queue.put({name: statistics.median(values) for name, values in t.items()})
+
+
 def _summary(times: dict) -> dict:
     result = {name: statistics.median(values) for name, values in times.items()}
     result["end to end"] = sum(result[name] for name in END_TO_END)
@@ -181,11 +216,20 @@ def main() -> None:
     parser.add_argument("--model", default="sam-med3d-turbo")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-reference", action="store_true", help="only sammed's modes (no baseline ratios)")
+    parser.add_argument("--load-only", action="store_true", help="only the checkpoint-load table")
     args = parser.parse_args()
 
     inputs = build_inputs(args.model)
     print(f"full CT {inputs['size']} voxels at 0.75x0.75x1.5 mm, click {inputs['click']}, model {args.model}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats}")
+    load = _in_child(run_load, inputs["checkpoint"], args.model, max(args.repeats, 5))
+    unit = load["GEMM unit"]
+    print(f"{'checkpoint load':18s}{'seconds':>14s}{'GEMM units':>14s}{'official/x':>12s}")
+    for name in ("GEMM unit", "official load", "sammed load", "NaN check"):
+        ratio = f"{load['official load'] / load[name]:11.1f}x" if name.endswith("load") else ""
+        print(f"{name:18s}{load[name]:14.3f}{load[name] / unit:14.3f}{ratio}")
+    if args.load_only:
+        return
     columns = {}
     if not args.skip_reference:
         columns["reference"] = _in_child(run_reference, inputs, args.model, args.repeats)

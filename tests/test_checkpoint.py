@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -145,3 +146,43 @@ def test_builder_overrides() -> None:
     assert model.image_encoder.blocks[0].window_size == 14 and model.image_encoder.blocks[1].window_size == 0
     with pytest.raises(TypeError, match="unknown SAM-Med3D config"):
         build_model("sam-med3d-turbo", widht=3)
+
+
+def test_weights_are_mapped_not_copied_and_keep_the_model_dtypes(tmp_path, tiny_state) -> None:
+    """build_model maps a zip file and takes its tensors; legacy and half-precision files still load."""
+    from sammed.models.checkpoint import read_checkpoint
+
+    path = tmp_path / "zip.pth"
+    torch.save({"model_state_dict": tiny_state}, path)
+    state = read_checkpoint(path, mmap=True)["model_state_dict"]
+    assert _same_weights(build_model("sam-med3d-tiny", checkpoint=path), tiny_state)
+    assert not any(p.is_meta for p in build_model("sam-med3d-tiny", checkpoint=path).parameters())
+    assert all(p.requires_grad for p in build_model("sam-med3d-tiny", checkpoint=path).parameters())
+    if Path("/proc/self/maps").exists():  # the tensor lies in a mapping of the file
+        pointer = state["image_encoder.pos_embed"].data_ptr()
+        spans = [line.split()[0].split("-") for line in Path("/proc/self/maps").read_text().splitlines() if line.endswith(str(path))]
+        assert any(int(lo, 16) <= pointer < int(hi, 16) for lo, hi in spans)
+
+    legacy = tmp_path / "legacy.pth"
+    torch.save({"model_state_dict": tiny_state}, legacy, _use_new_zipfile_serialization=False)
+    assert _same_weights(build_model("sam-med3d-tiny", checkpoint=legacy), tiny_state)
+
+    half = tmp_path / "half.pth"
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in tiny_state.items()}, half)
+    model = build_model("sam-med3d-tiny", checkpoint=half)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+def test_non_finite_weights_are_refused_even_when_sums_overflow(tmp_path, tiny_state) -> None:
+    huge = dict(tiny_state)
+    huge["image_encoder.pos_embed"] = torch.full_like(tiny_state["image_encoder.pos_embed"], 3e38)  # sums to inf
+    path = tmp_path / "huge.pth"
+    torch.save(huge, path)
+    assert _same_weights(build_model("sam-med3d-tiny", checkpoint=path), huge)
+    for bad in (float("nan"), float("inf")):
+        broken = dict(tiny_state)
+        broken["mask_decoder.iou_token.weight"] = tiny_state["mask_decoder.iou_token.weight"].clone()
+        broken["mask_decoder.iou_token.weight"][0, 1] = bad
+        torch.save(broken, path)
+        with pytest.raises(CheckpointError, match="NaN or infinite values in 1 tensor"):
+            build_model("sam-med3d-tiny", checkpoint=path)

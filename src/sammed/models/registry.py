@@ -152,18 +152,24 @@ def build_model(
     its weights are part of its build), so building never touches the network by surprise;
     ``pretrained=True`` loads the registry's weights: bundled, else cached under ``$SAMMED_HOME``,
     else downloaded once (refused when ``SAMMED_OFFLINE=1``).
+
+    With a checkpoint, the module is built with empty parameters (no random initialisation) and
+    takes the file's tensors, memory-mapped from a zip-format file: the weights are never copied.
     """
-    from sammed.models.checkpoint import extract_state_dict, load_weights, read_checkpoint
+    from sammed.models.checkpoint import empty_parameters, extract_state_dict, load_weights, read_checkpoint
 
     spec = get_model_spec(name)
     if checkpoint is None and pretrained:
         from sammed.models.weights import require_weights
 
         checkpoint = require_weights(spec)
-    model = spec.build(**overrides)
-    if checkpoint is not None:
-        state_dict = spec.adapt(extract_state_dict(read_checkpoint(checkpoint, trust_checkpoint=trust_checkpoint)))
-        load_weights(model, state_dict, model_name=spec.name)
+    if checkpoint is None:
+        model = spec.build(**overrides)
+    else:
+        with empty_parameters():
+            model = spec.build(**overrides)
+        raw = read_checkpoint(checkpoint, trust_checkpoint=trust_checkpoint, mmap=True)
+        load_weights(model, spec.adapt(extract_state_dict(raw)), model_name=spec.name)
     record_spec(model, spec)  # the 2D predictor, exporters and server read it with spec_of(model)
     return model.eval()
 
