@@ -321,6 +321,54 @@ def test_cli_init_mask_bad_input(capsys, tmp_path, data_dir, extra, fragment) ->
     assert not out.exists()
 
 
+def test_cli_scribble_and_lasso(capsys, tmp_path) -> None:
+    """The command-line forms reach Session.add_scribble / add_lasso: a positive lasso fills its
+    polygon on its slice, a negative one cuts its square out, and a scribble adds clicks."""
+    from sammed.data import SAMPLE_CT
+
+    out = tmp_path / "lasso.nii.gz"
+    code, err = _cli(capsys, "segment", SAMPLE_CT, "--model", "sammed-demo-3d",
+                     "--lasso", "k=20/70,45/95,45/95,70/70,70", "--out", out)
+    assert code == 0, err
+    filled = read_image(out).array == 1
+    assert filled[71:95, 46:70, 20].all()  # the polygon's inside on slice k = 20
+    cut = tmp_path / "cut.nii.gz"
+    code, err = _cli(capsys, "segment", SAMPLE_CT, "--model", "sammed-demo-3d",
+                     "--lasso", "k=20/70,45/95,45/95,70/70,70", "--lasso", "k=20/75,50/85,50/85,60/75,60:-",
+                     "--out", cut)
+    assert code == 0, err
+    after = read_image(cut).array == 1
+    assert not after[76:85, 51:60, 20].any() and after[71:74, 46:70, 20].all()
+    stroke = tmp_path / "scribble.nii.gz"
+    code, err = _cli(capsys, "segment", SAMPLE_CT, "--model", "sammed-demo-3d",
+                     "--scribble", "80,55,20/86,58,20/90,62,20", "--out", stroke)
+    assert code == 0, err
+    assert read_image(stroke).array.any()
+
+
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--lasso", "k=20/70,45/95,45"], "at least 3"),
+        (["--lasso", "q=20/70,45/95,45/95,70"], "AXIS=INDEX"),
+        (["--lasso", "k=20/70,45/95/95,70"], "2 finite numbers"),
+        (["--lasso", "k=99/70,45/95,45/95,70"], "slice"),
+        (["--scribble", "80,55,20/900,58,20"], "leaves the image"),
+        (["--scribble", "80,55/86,58"], "3 finite numbers"),
+        (["--scribble", "80,55,20:x"], "+ or -"),
+        (["--world", "--scribble", "80,55,20"], "voxel indices"),
+    ],
+)
+def test_cli_scribble_and_lasso_bad_input(capsys, tmp_path, extra, fragment) -> None:
+    from sammed.data import SAMPLE_CT
+
+    out = tmp_path / "m.nii.gz"
+    code, err = _cli(capsys, "segment", SAMPLE_CT, "--model", "sammed-demo-3d", *extra, "--out", out)
+    lines = [line for line in err.splitlines() if line.startswith("sammed: error:")]
+    assert code == 2 and len(lines) == 1 and fragment in lines[0], err
+    assert not out.exists()
+
+
 def test_fake_models_implement_the_protocol() -> None:
     """The stand-ins above are PromptableModel3D, so these tests drive the real Session path."""
     from sammed.models.promptable import PromptableModel3D

@@ -110,3 +110,42 @@ def parse_box(text: str, space: Space = "voxel", convention: Convention = "RAS")
     if len(values) != 6:
         raise PromptError(f"box {text!r} must have six coordinates (two corners)")
     return Box(values[:3], values[3:], space=space, convention=convention)
+
+
+def _sign(text: str, sign: str) -> bool:
+    sign = sign.strip() or "+"
+    if sign not in ("+", "-"):
+        raise PromptError(f"{text!r}: the label after ':' must be + or -")
+    return sign == "+"
+
+
+def _vertices(text: str, parts: list[str], size: int, form: str) -> list[tuple[float, ...]]:
+    vertices = []
+    for part in parts:
+        try:
+            values = tuple(float(v) for v in part.split(","))
+        except ValueError:
+            raise PromptError(f"{text!r} must look like {form}") from None
+        if len(values) != size or not all(np.isfinite(values)):
+            raise PromptError(f"{text!r}: each vertex takes {size} finite numbers ({form})")
+        vertices.append(values)
+    return vertices
+
+
+def parse_scribble(text: str) -> tuple[list[tuple[float, ...]], bool]:
+    """The CLI form ``i,j,k/i,j,k/...[:+|-]`` (voxel positions along the stroke) -> (voxels, positive)."""
+    body, _, sign = text.partition(":")
+    return _vertices(text, body.split("/"), 3, "i,j,k/i,j,k/...[:+|-]"), _sign(text, sign)
+
+
+def parse_lasso(text: str) -> tuple[list[tuple[float, ...]], str, int, bool]:
+    """The CLI form ``AXIS=INDEX/a,b/a,b/a,b[:+|-]`` (a polygon on one slice; a, b are the two
+    remaining voxel indices in order) -> (polygon, axis, index, positive)."""
+    body, _, sign = text.partition(":")
+    head, *parts = body.split("/")
+    axis, equals, index = head.partition("=")
+    form = "AXIS=INDEX/a,b/a,b/a,b[:+|-], e.g. k=15/55,45/75,45/75,62"
+    if not equals or axis.strip() not in ("i", "j", "k") or not index.strip().lstrip("-").isdigit():
+        raise PromptError(f"lasso {text!r} must look like {form}")
+    return _vertices(text, parts, 2, form), axis.strip(), int(index), _sign(text, sign)
+

@@ -104,6 +104,20 @@ def register(commands) -> None:
         help="let a structure larger than one model window (192 mm) grow into up to N overlapping windows",
     )
     segment.add_argument(
+        "--scribble",
+        action="append",
+        default=[],
+        metavar="I,J,K/I,J,K/...[:+|-]",
+        help="3D: a stroke through these voxels (becomes clicks along it); ':-' negative; repeatable",
+    )
+    segment.add_argument(
+        "--lasso",
+        action="append",
+        default=[],
+        metavar="AXIS=K/A,B/A,B/A,B[:+|-]",
+        help="3D: a closed polygon on one slice, e.g. k=15/55,45/75,45/75,62 (filled; ':-' cuts it out); repeatable",
+    )
+    segment.add_argument(
         "--init-mask",
         metavar="MASK",
         default=None,

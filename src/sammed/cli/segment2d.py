@@ -77,6 +77,8 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise SammedError("--world is for 3D models; 2D prompts are pixel coordinates x,y (column, row)")
     if getattr(args, "max_windows", 1) != 1:
         raise SammedError("--max-windows is for 3D models")
+    if getattr(args, "scribble", None) or getattr(args, "lasso", None):
+        raise SammedError("--scribble and --lasso are for 3D models; 2D models take --point and --box")
     if args.backend == "onnx":
         check_onnx_arguments(args)
         return

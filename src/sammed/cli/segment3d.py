@@ -23,7 +23,7 @@ def run_segment3d(args: argparse.Namespace) -> int:
     from sammed.io.readers import image_suffix
     from sammed.io.writers import SEGMENTATION_SUFFIXES, WRITE_SUFFIXES, segmentation_suffix
     from sammed.models import build_model, get_model_spec
-    from sammed.prompts import Point, parse_box, parse_point
+    from sammed.prompts import Point, parse_box, parse_lasso, parse_point, parse_scribble
 
     kind = segmentation_suffix(args.out)
     if image_suffix(args.out) not in WRITE_SUFFIXES and kind is None:
@@ -41,11 +41,16 @@ def run_segment3d(args: argparse.Namespace) -> int:
         raise SammedError("--auto is for 2D models (e.g. --model sam-med2d)")
     if getattr(args, "init_label", None) is not None and init_mask is None:
         raise SammedError("--init-label needs --init-mask")
-    if not args.point and not args.box and init_mask is None:
-        raise SammedError("give at least one --point, a --box or an --init-mask")
+    scribbles, lassos = getattr(args, "scribble", []), getattr(args, "lasso", [])
+    if not args.point and not args.box and init_mask is None and not scribbles and not lassos:
+        raise SammedError("give at least one --point, --box, --scribble, --lasso or an --init-mask")
+    if (scribbles or lassos) and args.world:
+        raise SammedError("--scribble and --lasso take voxel indices; --world is for --point and --box")
     space = "world" if args.world else "voxel"
     points = [parse_point(p, space, args.convention) for p in args.point]
     box = parse_box(args.box, space, args.convention) if args.box else None
+    strokes = [parse_scribble(s) for s in scribbles]
+    polygons = [parse_lasso(s) for s in lassos]
     spec = get_model_spec(args.model or "sam-med3d-turbo")
     if args.backend == "onnx":
         check_onnx_arguments(args)
@@ -62,6 +67,7 @@ def run_segment3d(args: argparse.Namespace) -> int:
     points = [Point(tuple(p.to_world_lps(image.geometry)), p.positive, "world", "LPS") for p in points]
     if box is not None:
         box.corners_world_lps(image.geometry)
+    _check_strokes(strokes, polygons, image.shape)
     seed = None
     if init_mask is not None:  # read and checked against the image before the model loads
         from sammed.inference.scribble import initial_mask_region
@@ -88,6 +94,12 @@ def run_segment3d(args: argparse.Namespace) -> int:
     if box is not None:
         with step("box prompt (encodes the model window)"):
             session.add_box(box)
+    for voxels, positive in strokes:  # order: initial mask, box, scribbles, lassos, then clicks
+        with step(f"scribble ({'+' if positive else '-'}, {len(voxels)} voxels)"):
+            session.add_scribble(voxels, positive=positive)
+    for polygon, axis, index, positive in polygons:
+        with step(f"lasso on {axis}={index} ({'+' if positive else '-'})"):
+            session.add_lasso(polygon, axis=axis, index=index, positive=positive)
     for number, point in enumerate(points, start=1):
         label = "+" if point.positive else "-"
         with step(f"click {number}/{len(points)} ({label})"):
@@ -97,6 +109,17 @@ def run_segment3d(args: argparse.Namespace) -> int:
     volume_ml = voxels * float(np.prod(image.spacing)) / 1000.0
     console.print(f"wrote {written} ({voxels} voxels, {volume_ml:.1f} ml)")
     return 0
+
+
+def _check_strokes(strokes, polygons, shape: tuple[int, ...]) -> None:
+    """Scribbles and lassos are checked against the image before the model loads (the Session's
+    own checks, which run again when they are applied)."""
+    from sammed.inference.scribble import lasso_fill, scribble_voxels
+
+    for voxels, _ in strokes:
+        scribble_voxels(voxels, shape)
+    for polygon, axis, index, _ in polygons:
+        lasso_fill(polygon, axis, index, shape)
 
 
 def refuse_2d_arguments(args: argparse.Namespace) -> None:
