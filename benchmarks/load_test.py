@@ -7,6 +7,8 @@ fetches each click's changed region of the label map as a viewer does, sometimes
 every few clicks closes its session and opens a new one, so sessions come and go. Prints
 throughput, p50/p95 latency of a click (click + changed-region fetch), the error count, and the
 server's resident memory (sampled from /proc) over the run, with ratios against the baseline.
+First clicks (a session's first, which encode its window) and refinement clicks (the others,
+decoder only while they stay in the window) are also reported apart: clicks/s, p50 and p95.
 
 A memory phase first opens ``--memory-sessions`` (16) sessions of the largest image the server
 accepts (``--max-image-mb``, as uint8: the most voxels, so the largest charge), clicks in each and
@@ -15,6 +17,7 @@ once; it prints the server's RSS growth next to the memory budget the server rep
 ``/api/info`` and fails when the growth exceeds it.
 
     .venv/bin/python benchmarks/load_test.py --clients 16 --seconds 60 [--checkpoint tiny.pth]
+    .venv/bin/python benchmarks/load_test.py --model sam-med3d-turbo --clients 16 --seconds 30 --memory-sessions 0
     .venv/bin/python benchmarks/load_test.py --memory-only --max-image-mb 64
 """
 
@@ -55,6 +58,7 @@ def rss_mb(pid: int) -> float:
 class Stats:
     def __init__(self) -> None:
         self.latencies: list[float] = []
+        self.kinds: list[str] = []  # "first" or "refinement", one per latency
         self.errors = 0
         self.error_samples: list[str] = []
         self.sessions_opened = 0
@@ -103,6 +107,7 @@ async def client_loop(client: httpx.AsyncClient, deadline: float, stats: Stats, 
                     if await check(await client.get(f"{url}/labels", params=params, headers=key), stats) is None:
                         continue
                 stats.latencies.append(time.perf_counter() - start)
+                stats.kinds.append("first" if number == 0 else "refinement")
                 if rng.random() < 0.15:
                     await check(await client.post(f"{url}/undo", headers=key), stats)
             if await check(await client.delete(url, headers=key), stats) is not None:
@@ -129,14 +134,15 @@ async def run_phase(url: str, clients: int, seconds: float, clicks_per_session: 
         )
         elapsed = time.perf_counter() - start
         open_after = (await client.get("/api/info")).json()["sessions"]
-    latencies = np.array(stats.latencies) if stats.latencies else np.array([np.nan])
     return {
         "clients": clients,
         "seconds": elapsed,
-        "clicks": len(stats.latencies),
-        "throughput": len(stats.latencies) / elapsed,
-        "p50": float(np.percentile(latencies, 50)),
-        "p95": float(np.percentile(latencies, 95)),
+        **latency_summary(stats.latencies, elapsed),
+        **{
+            f"{kind}_{key}": value
+            for kind in KINDS
+            for key, value in latency_summary([t for t, k in zip(stats.latencies, stats.kinds) if k == kind], elapsed).items()
+        },
         "errors": stats.errors,
         "error_samples": stats.error_samples,
         "opened": stats.sessions_opened,
@@ -145,6 +151,19 @@ async def run_phase(url: str, clients: int, seconds: float, clicks_per_session: 
         "rss_first": memory[0] if memory else float("nan"),
         "rss_peak": max(memory) if memory else float("nan"),
         "rss_last": memory[-1] if memory else float("nan"),
+    }
+
+
+KINDS = ("first", "refinement")
+
+
+def latency_summary(latencies: list[float], elapsed: float) -> dict:
+    values = np.array(latencies) if latencies else np.array([np.nan])
+    return {
+        "clicks": len(latencies),
+        "throughput": len(latencies) / elapsed,
+        "p50": float(np.percentile(values, 50)),
+        "p95": float(np.percentile(values, 95)),
     }
 
 
@@ -216,6 +235,11 @@ def report(result: dict, baseline: dict | None) -> None:
         f"     sessions opened {result['opened']}, closed {result['closed']}, still open {result['open_after']}; "
         f"server RSS first {result['rss_first']:.0f} MB, peak {result['rss_peak']:.0f} MB, last {result['rss_last']:.0f} MB"
     )
+    for kind in KINDS:
+        print(
+            f"     {kind + ' clicks':17s} {result[kind + '_clicks']:5d} = {result[kind + '_throughput']:6.2f} clicks/s; "
+            f"p50 {result[kind + '_p50'] * 1000:6.0f} ms, p95 {result[kind + '_p95'] * 1000:6.0f} ms"
+        )
     for sample in result["error_samples"]:
         print(f"     error: {sample}")
     if baseline:
@@ -245,7 +269,7 @@ def main() -> int:
         largest_charge_mb = 7 * args.max_image_mb  # config.session_charge at 1 byte per voxel: 3 copies + 4 bytes/voxel
         budget_mb = args.memory_sessions * largest_charge_mb + 256  # + the click phase's sessions of the small CT
         port = free_port()
-        command = [sys.executable, "-m", "sammed", "serve", "--model", args.model, "--port", str(port)]
+        command = [sys.executable, "-m", "sammed", "serve", "--model", args.model, "--host", "127.0.0.1", "--port", str(port)]
         command += ["--data-root", str(root), "--max-sessions", str(max(32, 2 * args.clients, args.memory_sessions))]
         command += ["--max-image-mb", str(args.max_image_mb), "--memory-budget-mb", str(budget_mb)]
         command += ["--checkpoint", args.checkpoint] if args.checkpoint else ["--allow-random-weights"]
