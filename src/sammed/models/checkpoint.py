@@ -182,10 +182,18 @@ def _refuse_non_finite(state_dict: Mapping[str, torch.Tensor]) -> None:
     weights, no temporary), confirmed element-wise only when a sum is not finite, in case it
     merely overflowed. About 0.02 s for SAM-Med3D-turbo's 100 M weights.
     """
-    suspect = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v.sum()))]
+    suspect = [k for k, v in state_dict.items() if v.is_floating_point() and not _finite_sum(v)]
     bad = [k for k in suspect if not bool(torch.isfinite(state_dict[k]).all())]
     if bad:
         raise CheckpointError(f"checkpoint holds NaN or infinite values in {len(bad)} tensor(s): {_preview(bad)}")
+
+
+def _finite_sum(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor``'s sum is finite. NumPy sums on this thread: torch's thread pool meets at
+    a barrier per tensor, and on a machine another process keeps busy those waits cost 20x more."""
+    if tensor.device.type == "cpu" and tensor.dtype in (torch.float16, torch.float32, torch.float64):
+        return bool(np.isfinite(tensor.detach().numpy().sum()))
+    return bool(torch.isfinite(tensor.sum()))
 
 
 def _variant_hint(model_name: str, unexpected: list[str], missing: list[str], mis_shaped: bool = False) -> str:
