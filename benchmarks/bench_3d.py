@@ -122,11 +122,10 @@ def run_sammed(inputs: dict, model_name: str, precision: str, repeats: int, queu
 def run_reference(inputs: dict, model_name: str, repeats: int, queue) -> None:
     """The official order: whole-volume TorchIO preprocessing, literal windows, TorchIO paste-back."""
     from sammed.evaluation.official_pipeline import postprocess_official, preprocess_official
-    from sammed.models import build_model
 
     t: dict = {}
     for _ in range(repeats):
-        model = _timed(t, "model load", build_model, model_name, checkpoint=inputs["checkpoint"])
+        model = _timed(t, "model load", official_load, model_name, inputs["checkpoint"])
         model.image_encoder.set_reference_windowing(True)
         case = _timed(t, "read", lambda: sitk.ReadImage(inputs["ct"]))  # official reads again below
         case = _timed(t, "region", preprocess_official, inputs["ct"], inputs["gt"], 1)
@@ -167,22 +166,26 @@ def gemm_unit() -> float:
     return time.perf_counter() - start
 
 
+def official_load(model_name: str, checkpoint: str) -> torch.nn.Module:
+    """The official loading: sam_model_registry3D[...](checkpoint=None) (random init), torch.load, load_state_dict."""
+    from sammed.models import get_model_spec
+
+    model = get_model_spec(model_name).build()
+    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["model_state_dict"])
+    return model.eval()
+
+
 def run_load(checkpoint: str, model_name: str, repeats: int, queue) -> None:
     """Checkpoint load, the official way and sammed's, interleaved with the GEMM unit."""
-    from sammed.models import build_model, get_model_spec
+    from sammed.models import build_model
     from sammed.models.checkpoint import _refuse_non_finite, extract_state_dict, read_checkpoint
-
-    def official():  # sam_model_registry3D[...](checkpoint=None); torch.load; load_state_dict
-        model = get_model_spec(model_name).build()
-        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["model_state_dict"])
-        return model.eval()
 
     state = extract_state_dict(read_checkpoint(checkpoint))
     gemm_unit()  # warm-up: thread pool, allocator
     t: dict = {}
     for _ in range(repeats):
         _timed(t, "GEMM unit", gemm_unit)
-        _timed(t, "official load", official)
+        _timed(t, "official load", official_load, model_name, checkpoint)
         _timed(t, "sammed load", build_model, model_name, checkpoint=checkpoint)
         _timed(t, "NaN check", _refuse_non_finite, state)
     queue.put({name: statistics.median(values) for name, values in t.items()})
