@@ -43,6 +43,7 @@ from sammed.inference.scribble import (
     sample_polyline,
     scribble_voxels,
 )
+from sammed.inference.window_paste import WindowPastePlan, plan_for
 from sammed.io.dicom_seg import looks_like_dicom_input
 from sammed.io.image import Image
 from sammed.io.readers import to_sitk
@@ -140,6 +141,7 @@ class Session:
         self._undo: list[_Action] = []
         self._redo: list[_Action] = []
         self._embeddings: OrderedDict[tuple, tuple[RoiGrid, torch.Tensor]] = OrderedDict()
+        self._paste_plans: OrderedDict[tuple, WindowPastePlan | None] = OrderedDict()
         self.active_object = 1
         self._names: dict[int, str] = {}  # object id -> name (segment names in .seg.nrrd / DICOM-SEG)
         self.timings = SessionTimings()
@@ -470,6 +472,21 @@ class Session:
             self.timings.decoder += time.perf_counter() - start
         return low_res, float(iou.flatten()[0]), logits
 
+    def _paste(self, roi: RoiGrid, low_res: torch.Tensor, logits: np.ndarray):
+        """Window logits -> tight (region, mask) on the image's grid, as ``paste_window_mask``
+        computes it; through the window's reusable plan when the grid is axis-aligned
+        (sammed.inference.window_paste), which avoids a SimpleITK resample per click."""
+        key = roi.key()
+        if key not in self._paste_plans:
+            self._paste_plans[key] = plan_for(roi, self.image.geometry, self.model.low_res_size)
+            while len(self._paste_plans) > self._cache_size:
+                self._paste_plans.popitem(last=False)
+        self._paste_plans.move_to_end(key)
+        plan = self._paste_plans[key]
+        if plan is None:
+            return paste_window_mask(logits, roi, self.image.geometry)
+        return plan.paste(low_res[0, 0].cpu().numpy(), logits)
+
     def _predict(
         self, state: ObjectState, previous: ObjectState, oid: int | None = None, cells: tuple | None = None
     ) -> ObjectState:
@@ -487,7 +504,7 @@ class Session:
             mask_input = self._zero_mask()
         mask_input = self._guarded(mask_input, roi, oid, cells)
         low_res, iou, logits = self._decode(roi, embedding, state.clicks, mask_input, state.box_corners)
-        pieces = [paste_window_mask(logits, roi, self.image.geometry)]
+        pieces = [self._paste(roi, low_res, logits)]
         extra: tuple[RoiGrid, ...] = ()
         if self.max_windows > 1:
             extra, more = self._follow_across_windows(roi, logits, low_res, previous, oid)
@@ -613,7 +630,7 @@ class Session:
                     mask_input = torch.where(seen, mask_input, self._seed_logits(child, previous.region, previous.region_mask))
                 mask_input = self._guarded(mask_input, child, oid)
                 child_low, _, child_logits = self._decode(child, self._embedding(child), ((seed_world, 1),), mask_input)
-                pieces.append(paste_window_mask(child_logits, child, self.image.geometry))
+                pieces.append(self._paste(child, child_low, child_logits))
                 windows.append(child)
                 frontier.append((child, child_logits, child_low))
         return tuple(windows), pieces
