@@ -49,6 +49,17 @@ probability = bounded(float, 0, 1)
 port_number = bounded(int, 1, 65535)
 
 
+def scale_range(text: str) -> tuple[float, float]:
+    """``"0.7,1.5"`` -> (0.7, 1.5): two finite numbers with 0 < low <= high <= 4."""
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH, got {text!r}")
+    low, high = (float(_number(part.strip(), float)) for part in parts)
+    if not 0 < low <= high <= 4:
+        raise argparse.ArgumentTypeError(f"expected 0 < LOW <= HIGH <= 4, got {text!r}")
+    return low, high
+
+
 def int_list(text: str) -> tuple[int, ...]:
     """``"120,180"`` -> (120, 180); at least one value."""
     try:

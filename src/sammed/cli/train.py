@@ -14,6 +14,7 @@ from sammed.cli.options import (
     positive_float,
     positive_int,
     probability,
+    scale_range,
 )
 from sammed.errors import SammedError
 
@@ -72,6 +73,14 @@ def register(commands) -> None:
                        help="that often train on a random 8-32 plane slab of the window, as in limited-coverage scans (default 0)")
     train.add_argument("--centre-on-click", action="store_true",
                        help="centre each window on its first click, as inference does (default: the official bounding-box centre)")
+    train.add_argument("--scale-range", type=scale_range, metavar="LOW,HIGH",
+                       help="scale augmentation: each window shows LOW-HIGH times the model's field of view (default 1,1)")
+    train.add_argument("--permute-probability", type=probability, help="that often permute the window's axes at random (default 0)")
+    train.add_argument("--intensity-probability", type=probability,
+                       help="probability of each intensity augmentation: gamma, noise, bias field, contrast (default 0)")
+    train.add_argument("--pseudo-fraction", type=probability,
+                       help="share of windows drawn from pseudo-object cases (ids with '__', see demo_data); "
+                            "real cases are balanced (default: uniform over all items)")
     train.add_argument("--classes", type=int_list, metavar="V1,V2", help="label values to train on (default: all)")
     train.add_argument("--min-voxels", type=non_negative_int, help="skip class masks with at most this many voxels (default 1000)")
     train.add_argument("--workers", type=non_negative_int, help="data-loader processes per training process (default 2)")
@@ -132,6 +141,10 @@ def _run_train(args: argparse.Namespace, spec) -> int:
         targets_per_window=args.targets_per_window,
         slab_probability=args.slab_probability,
         centre_on_click=True if args.centre_on_click else None,
+        scale_range=args.scale_range,
+        permute_probability=args.permute_probability,
+        intensity_probability=args.intensity_probability,
+        pseudo_fraction=args.pseudo_fraction,
         classes=args.classes,
         num_workers=args.workers,
         amp=False if args.no_amp else None,

@@ -45,6 +45,10 @@ class TrainConfig:
     slab_probability: float = 0.0  # >0: keep only a random 8-32 plane slab (limited-coverage scans)
     centre_on_click: bool = False  # window centred on the first click, as inference does (official: bbox centre)
     targets_per_window: int = 1  # >1: other classes in the window become extra targets of one encoder pass
+    scale_range: tuple[float, float] = (1.0, 1.0)  # window field of view x s, s log-uniform (scale augmentation)
+    permute_probability: float = 0.0  # random axis permutation (orientation augmentation)
+    intensity_probability: float = 0.0  # gamma, noise, bias field, contrast scale (each with this probability)
+    pseudo_fraction: float | None = None  # share of draws from pseudo-object cases (``*__*``); None: uniform over items
     seed: int = 2023
     stage: int = 1
     init_checkpoint: str | None = None  # fine-tune from these weights (stage 2, or any checkpoint)
@@ -61,6 +65,13 @@ class TrainConfig:
             raise TrainingConfigError(f"max-steps must be at least 1, got {self.max_steps}")
         if self.lr <= 0:
             raise TrainingConfigError(f"lr must be positive, got {self.lr}")
+        low, high = self.scale_range
+        if not 0 < low <= high:
+            raise TrainingConfigError(f"scale-range must be 0 < low <= high, got {low},{high}")
+        for name in ("permute_probability", "intensity_probability", "pseudo_fraction"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise TrainingConfigError(f"{name.replace('_', '-')} must lie in [0, 1], got {value}")
         if self.stage == 2 and not self.init_checkpoint:
             raise TrainingConfigError("stage 2 fine-tunes a stage-1 model: give --checkpoint")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +190,90 @@ class WorkerRng:
         return self._rng
 
 
+def rescale_window(window: np.ndarray, labels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resize a cubic crop to ``size``^3: intensities trilinear, labels nearest neighbour.
+
+    A crop of ``c`` cache voxels shown as ``size`` voxels is the same anatomy seen at a window
+    spacing of ``c / size`` times the model's: the scale augmentation.
+    """
+    image_t = torch.from_numpy(np.ascontiguousarray(window, dtype=np.float32))[None, None]
+    label_t = torch.from_numpy(np.ascontiguousarray(labels).astype(np.float32))[None, None]
+    image_t = torch.nn.functional.interpolate(image_t, size=(size,) * 3, mode="trilinear", align_corners=False)
+    label_t = torch.nn.functional.interpolate(label_t, size=(size,) * 3, mode="nearest")
+    return image_t[0, 0].numpy(), label_t[0, 0].numpy().astype(labels.dtype)
+
+
+@dataclass(frozen=True)
+class Augmentations:
+    """Augmentations beyond the official flips, each aimed at a failure of small models.
+
+    * ``scale_range``: the window shows ``s`` times the model's field of view, ``s`` log-uniform
+      in the range, so one organ is seen at many sizes (large organs were under-segmented, thin
+      ones over-segmented when every window had the same scale);
+    * ``permute_probability``: that often the three axes are permuted at random, so sagittal or
+      coronal acquisitions and anisotropic slabs do not look new;
+    * ``intensity_probability``: each intensity transform (MONAI's gamma contrast before the
+      z-score; Gaussian noise, a smooth multiplicative bias field and a contrast scale after it)
+      runs with this probability, so the model does not key on one scanner's intensities.
+    """
+
+    scale_range: tuple[float, float] = (1.0, 1.0)
+    permute_probability: float = 0.0
+    intensity_probability: float = 0.0
+
+    def crop_size(self, window: int, rng: np.random.Generator) -> int:
+        low, high = self.scale_range
+        if low == high == 1.0:
+            return window
+        scale = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+        return max(int(round(window * scale)), 8)
+
+    def intensity_transform(self):
+        """MONAI transforms applied to the normalised window (None when disabled)."""
+        if not self.intensity_probability:
+            return None
+        from monai.transforms import Compose, RandBiasField, RandGaussianNoise, RandScaleIntensity
+
+        p = self.intensity_probability
+        return Compose([RandGaussianNoise(prob=p, std=0.15), RandBiasField(prob=p, coeff_range=(0.0, 0.4)),
+                        RandScaleIntensity(factors=0.25, prob=p)])
+
+    def apply_before_normalisation(self, window: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Gamma contrast on the raw intensities (min-max rescaled, so HU and MR alike)."""
+        if rng.random() >= self.intensity_probability:
+            return window
+        from monai.transforms import AdjustContrast
+
+        gamma = float(np.exp(rng.uniform(np.log(0.7), np.log(1.5))))
+        return np.asarray(AdjustContrast(gamma=gamma)(window), dtype=np.float32)
+
+    @staticmethod
+    def apply_after_normalisation(transform, tensor: torch.Tensor) -> torch.Tensor:
+        """``transform`` on the z-scored window, shifted so the multiplicative bias field sees
+        positive values and background stays background."""
+        floor = tensor.min()
+        out = transform((tensor - floor)[None])[0] + floor
+        return torch.as_tensor(out, dtype=torch.float32)
+
+
+def item_weights(items: list[Item], pseudo_fraction: float) -> torch.Tensor:
+    """Sampling weight per item: pseudo-object items (case ids ``*__*``) get ``pseudo_fraction``
+    of the draws, real labels the rest; within each group, a case with ``n`` items weighs each
+    ``1 / sqrt(n)``, so atlases with a hundred parcels do not crowd out scans with a few organs."""
+    per_case: dict[str, int] = {}
+    for item in items:
+        per_case[item.case_id] = per_case.get(item.case_id, 0) + 1
+    raw = np.array([1.0 / np.sqrt(per_case[item.case_id]) for item in items])
+    pseudo = np.array(["__" in item.case_id for item in items])
+    weights = np.zeros(len(items))
+    for mask, share in ((pseudo, pseudo_fraction), (~pseudo, 1.0 - pseudo_fraction)):
+        if mask.any():
+            weights[mask] = share * raw[mask] / raw[mask].sum()
+    if weights.sum() == 0:
+        weights[:] = 1.0
+    return torch.as_tensor(weights, dtype=torch.double)
+
+
 class WindowDataset(Dataset):
     """Random ``window``^3 crops around one class mask, with random flips; binary float targets.
 
@@ -225,6 +309,7 @@ class WindowDataset(Dataset):
         min_extra_target_voxels: int = 64,
         slab_probability: float = 0.0,
         centre_on_click: bool = False,
+        augment: Augmentations | None = None,
     ) -> None:
         self.cache_dir = Path(cache_dir)
         self.items = items
@@ -236,6 +321,8 @@ class WindowDataset(Dataset):
         self.min_extra_target_voxels = min_extra_target_voxels
         self.slab_probability = slab_probability
         self.centre_on_click = centre_on_click
+        self.augment = augment or Augmentations()
+        self._intensity = self.augment.intensity_transform()
         self._allowed_classes: dict[str, set[int]] = {}
         for item in items:
             self._allowed_classes.setdefault(item.case_id, set()).add(item.class_id)
@@ -264,16 +351,40 @@ class WindowDataset(Dataset):
 
     def _sample(self, item: Item, rng: np.random.Generator) -> dict:
         image, label = self._case(item.case_id)
-        half = self.window // 2
+        crop = self.augment.crop_size(self.window, rng)
+        half = crop // 2
         if self.centre_on_click:
             inside = np.argwhere(label == item.class_id)
             start = inside[rng.integers(len(inside))] - half
-            click: np.ndarray | None = np.full(3, half)
-            labels = crop_with_padding(label, start, self.window)
+            labels = crop_with_padding(label, start, crop)
         else:
-            start, labels = self._bbox_centred_start(label, item.class_id, rng)
-            click = None
-        window = crop_with_padding(image, start, self.window)
+            start, labels = self._bbox_centred_start(label, item.class_id, rng, crop)
+        window = crop_with_padding(image, start, crop)
+        if crop != self.window:
+            window, labels = rescale_window(window, labels, self.window)
+            if not (labels == item.class_id).any():  # scaled away (thin object): no scale this time
+                return self._sample_unscaled(item, rng)
+        click = self._first_click(labels, item.class_id, rng) if self.centre_on_click else None
+        return self._finish(window, labels, item, click, rng)
+
+    def _sample_unscaled(self, item: Item, rng: np.random.Generator) -> dict:
+        saved, self.augment = self.augment, replace(self.augment, scale_range=(1.0, 1.0))
+        try:
+            return self._sample(item, rng)
+        finally:
+            self.augment = saved
+
+    def _first_click(self, labels: np.ndarray, class_id: int, rng: np.random.Generator) -> np.ndarray:
+        """The window centre, which the crop put on a target voxel; after rescaling the target
+        voxel nearest to the centre is not always the centre itself, then a random target voxel."""
+        centre = np.full(3, self.window // 2)
+        if labels[tuple(centre)] == class_id:
+            return centre
+        inside = np.argwhere(labels == class_id)
+        return inside[rng.integers(len(inside))]
+
+    def _finish(self, window: np.ndarray, labels: np.ndarray, item: Item, click: np.ndarray | None,
+                rng: np.random.Generator) -> dict:
         if self.slab_probability and rng.random() < self.slab_probability:
             window, labels = self._keep_slab(window, labels, item.class_id, rng, through=click)
         for axis in range(3):
@@ -281,7 +392,18 @@ class WindowDataset(Dataset):
                 window, labels = np.flip(window, axis), np.flip(labels, axis)
                 if click is not None:
                     click[axis] = self.window - 1 - click[axis]
-        tensor = zscore_foreground(np.ascontiguousarray(window))
+        if self.augment.permute_probability and rng.random() < self.augment.permute_probability:
+            order = rng.permutation(3)
+            window, labels = np.transpose(window, order), np.transpose(labels, order)
+            if click is not None:
+                click = click[order]
+        window = np.ascontiguousarray(window, dtype=np.float32)
+        if self._intensity is not None:
+            window = self.augment.apply_before_normalisation(window, rng)
+        tensor = zscore_foreground(window)
+        if self._intensity is not None:
+            self._intensity.set_random_state(seed=int(rng.integers(2**31 - 1)))
+            tensor = self.augment.apply_after_normalisation(self._intensity, tensor)
         classes = [item.class_id] + self._extra_classes(item, labels, rng)
         targets = np.zeros((self.targets_per_window,) + labels.shape, dtype=np.float32)
         for row, class_id in enumerate(classes):
@@ -290,7 +412,7 @@ class WindowDataset(Dataset):
         valid[: len(classes)] = True
         first_click = torch.full((self.targets_per_window, 3), float("nan"))
         if click is not None:
-            first_click[0] = torch.from_numpy(click.astype(np.float32))
+            first_click[0] = torch.from_numpy(np.asarray(click, dtype=np.float32))
         return {
             "image": tensor[None],
             "label": torch.from_numpy(targets),
@@ -300,17 +422,19 @@ class WindowDataset(Dataset):
             "class_id": item.class_id,
         }
 
-    def _bbox_centred_start(self, label: np.ndarray, class_id: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def _bbox_centred_start(self, label: np.ndarray, class_id: int, rng: np.random.Generator,
+                            crop: int) -> tuple[np.ndarray, np.ndarray]:
         """Official window: bounding-box centre plus a random offset (the centre if that misses)."""
         nonzero = np.argwhere(label == class_id)
         low, high = nonzero.min(axis=0), nonzero.max(axis=0) + 1
         centre = (low + high) // 2
-        shift = rng.integers(-self.max_shift, self.max_shift + 1, size=3) if self.max_shift else np.zeros(3, int)
-        start = centre + shift - self.window // 2
-        labels = crop_with_padding(label, start, self.window)
+        max_shift = int(round(self.max_shift * crop / self.window))
+        shift = rng.integers(-max_shift, max_shift + 1, size=3) if max_shift else np.zeros(3, int)
+        start = centre + shift - crop // 2
+        labels = crop_with_padding(label, start, crop)
         if not (labels == class_id).any():  # an offset can miss thin or hollow shapes: fall back to the centre
-            start = centre - self.window // 2
-            labels = crop_with_padding(label, start, self.window)
+            start = centre - crop // 2
+            labels = crop_with_padding(label, start, crop)
         return start, labels
 
     @staticmethod

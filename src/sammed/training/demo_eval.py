@@ -1,4 +1,7 @@
-"""Held-out evaluation of ``sammed-demo-3d`` next to the classical baselines (model card table).
+"""Validation and held-out evaluation of ``sammed-demo-3d`` next to the classical baselines.
+
+``--split validation`` scores checkpoints and settings while developing (the folders ``val_*``);
+``--split heldout`` is run once, for the weights that ship (the model card's table).
 
 Every method runs the evaluation harness's ``clicks-N`` protocol (official-style simulated
 clicks: first a uniform object voxel, then a uniform error voxel, positive iff missed) with the
@@ -19,6 +22,8 @@ from sammed.evaluation.baselines import BASELINES, BaselineClicksProtocol
 from sammed.io import read_image
 
 HELD_OUT = ("heldout_ct", "heldout_mr", "heldout_spine")
+VALIDATION = ("val_headct", "val_spine", "val_synth1000", "val_synth1001")
+SPLITS = {"heldout": HELD_OUT, "validation": VALIDATION}
 CLICKS = 5
 SEED = 233
 REPORTED_CLICKS = (1, 3, 5)
@@ -75,15 +80,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint", help="evaluate these weights instead of the bundled ones")
     parser.add_argument("--methods", default="sammed-demo-3d,random-walker,region-growing")
     parser.add_argument("--min-volume-ml", type=float, default=1.0)
+    parser.add_argument("--split", choices=sorted(SPLITS), default="heldout",
+                        help="validation: choose checkpoints on val_*; heldout: the model card's figures (default)")
     args = parser.parse_args(argv)
+    folders = [f for f in SPLITS[args.split] if (args.data / f).is_dir()]
     from sammed.models import build_model
 
     results: dict[str, dict[str, list[dict]]] = {}
     for method in args.methods.split(","):
         model = BASELINES[method]() if method in BASELINES else build_model(method, checkpoint=args.checkpoint)
-        results[method] = {f: evaluate_method(method, model, args.data / f, args.out, args.min_volume_ml) for f in HELD_OUT}
+        results[method] = {f: evaluate_method(method, model, args.data / f, args.out, args.min_volume_ml) for f in folders}
     table = dice_table(results)
-    (args.out / "dice_table.md").write_text(table + "\n")
+    (args.out / f"dice_table_{args.split}.md").write_text(table + "\n")
     print(table)
 
 

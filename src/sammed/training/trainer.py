@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, WeightedRandomSampler
 
 from sammed.models import get_model_spec
 from sammed.models.checkpoint import extract_state_dict, load_weights, read_checkpoint
@@ -31,7 +31,15 @@ from sammed.training.checkpointing import (
     training_payload,
 )
 from sammed.training.config import TrainConfig, TrainingConfigError
-from sammed.training.dataset import MANIFEST, WindowDataset, build_cache, find_nnunet_cases, list_items
+from sammed.training.dataset import (
+    MANIFEST,
+    Augmentations,
+    WindowDataset,
+    build_cache,
+    find_nnunet_cases,
+    item_weights,
+    list_items,
+)
 from sammed.training.distributed import DistributedContext, setup_distributed, teardown_distributed
 from sammed.training.interaction import InteractiveTraining, dice_ce_loss
 from sammed.training.optim import build_optimizer, build_scheduler
@@ -138,9 +146,16 @@ def _train(config, data_dir: Path, out_dir: Path, cache_dir, resume: bool, conte
     items = list_items(manifest, config.min_label_voxels, set(config.classes) if config.classes else None)
     dataset = WindowDataset(cache_dir, items, window, config.max_shift_fraction, config.flip_probability,
                             max_cached_cases=64, targets_per_window=config.targets_per_window,
-                            slab_probability=config.slab_probability, centre_on_click=config.centre_on_click)
+                            slab_probability=config.slab_probability, centre_on_click=config.centre_on_click,
+                            augment=Augmentations(tuple(config.scale_range), config.permute_probability,
+                                                  config.intensity_probability))
     if context.is_distributed:
         sampler = DistributedSampler(dataset, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=config.seed)
+    elif config.pseudo_fraction is not None:
+        # An "epoch" stays the number of real items (pseudo-objects would make it thousands of draws).
+        real = sum("__" not in item.case_id for item in items) or len(items)
+        sampler = WeightedRandomSampler(item_weights(items, config.pseudo_fraction), num_samples=real, replacement=True,
+                                        generator=torch.Generator().manual_seed(config.seed))
     else:
         sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(config.seed))
     loader = DataLoader(

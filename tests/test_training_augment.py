@@ -1,0 +1,131 @@
+"""Training signal for the demo model: pseudo-objects, scale/orientation/intensity augmentation,
+balanced sampling, and the extra data readers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sammed.io import read_image
+from sammed.io.writers import write_image
+from sammed.training import TrainConfig, TrainingConfigError, WindowDataset, build_cache
+from sammed.training.dataset import Augmentations, Item, item_weights, list_items, rescale_window
+from sammed.training.demo_data import INVESALIUS_EXAMPLE, read_invesalius_project
+from sammed.training.pseudo_objects import body_mask, homogeneous_regions, pseudo_object_maps, supervoxels
+
+LIVER = 5
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2 * float((a & b).sum()) / max(float(a.sum() + b.sum()), 1.0)
+
+
+def _phantom(size: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    """Air around a body of soft tissue holding three balls of other intensities (CT-like, noisy)."""
+    grid = np.indices((size,) * 3).astype(np.float32)
+    rng = np.random.default_rng(0)
+    image = np.full((size,) * 3, -1000.0, dtype=np.float32)
+    body = ((grid - size / 2) ** 2).sum(0) <= (0.45 * size) ** 2
+    image[body] = 40.0
+    labels = np.zeros((size,) * 3, dtype=np.uint8)
+    for value, (centre, radius, hu) in enumerate([((16, 16, 24), 6, 300.0), ((32, 30, 24), 7, -80.0),
+                                                  ((24, 24, 36), 5, 700.0)], start=1):
+        ball = ((grid - np.array(centre, dtype=np.float32)[:, None, None, None]) ** 2).sum(0) <= radius ** 2
+        image[ball], labels[ball] = hu, value
+    return image + rng.normal(0, 10, image.shape).astype(np.float32), labels
+
+
+def test_homogeneous_regions_recover_each_ball_of_its_own_intensity():
+    image, labels = _phantom()
+    mask = body_mask(image)
+    assert _dice(mask, image > -500) > 0.95
+    regions = homogeneous_regions(image, mask, classes=4)
+    assert regions.max() > 0 and not regions[~mask].any()
+    for value in (1, 2, 3):
+        target = labels == value
+        best = max([_dice(target, regions == h) for h in np.unique(regions[target]) if h] or [0.0])
+        assert best > 0.8, (value, best)
+
+
+def test_supervoxels_stay_in_the_body_and_follow_the_requested_count():
+    image, _ = _phantom(40)
+    mask = body_mask(image)
+    few, many = supervoxels(image, mask, 8), supervoxels(image, mask, 64)
+    assert not few[~mask].any() and not many[~mask].any()
+    assert 2 <= len(np.unique(few)) - 1 < len(np.unique(many)) - 1
+
+
+def test_pseudo_object_maps_name_four_maps_on_the_same_grid():
+    image, _ = _phantom(40)
+    maps = pseudo_object_maps(image, seed=0)
+    assert set(maps) == {"svfine", "svcoarse", "otsu3", "otsu5"}
+    assert all(m.shape == image.shape and m.dtype == np.uint16 and m.max() > 0 for m in maps.values())
+
+
+def test_rescale_window_keeps_label_values_and_resizes():
+    labels = np.zeros((40, 40, 40), dtype=np.uint16)
+    labels[10:30, 10:30, 10:30] = 7
+    image = labels.astype(np.float32) * 10
+    new_image, new_labels = rescale_window(image, labels, 64)
+    assert new_image.shape == new_labels.shape == (64, 64, 64)
+    assert set(np.unique(new_labels)) == {0, 7}
+    assert abs((new_labels == 7).mean() - (labels == 7).mean()) < 0.01  # same fraction of the window
+
+
+def test_scale_range_draws_crop_sizes_in_range_and_one_is_identity():
+    rng = np.random.default_rng(0)
+    sizes = {Augmentations((0.5, 2.0)).crop_size(64, rng) for _ in range(200)}
+    assert min(sizes) >= 32 and max(sizes) <= 128 and len(sizes) > 20
+    assert Augmentations().crop_size(64, rng) == 64
+
+
+def test_item_weights_give_pseudo_objects_their_share_and_balance_cases():
+    items = [Item("big", v) for v in range(1, 101)] + [Item("small", 1)] + [Item("big__svfine", v) for v in range(1, 50)]
+    weights = item_weights(items, 0.25).numpy()
+    pseudo = np.array(["__" in i.case_id for i in items])
+    assert weights[pseudo].sum() == pytest.approx(0.25)
+    assert weights[~pseudo].sum() == pytest.approx(0.75)
+    big = weights[:100].sum()
+    assert weights[100] == pytest.approx(big / np.sqrt(100))  # 1/sqrt(n) per item: the big case weighs sqrt(100) x
+
+
+def test_augmented_windows_keep_the_first_click_on_the_target(tmp_path: Path, data_dir: Path):
+    ts = data_dir / "totalsegmentator_examples"
+    image = read_image(ts / "example_ct_sm.nii.gz")
+    seg = read_image(ts / "example_seg.nii.gz").array
+    root = tmp_path / "data"
+    write_image(image, root / "imagesTr" / "ct_0000.nii.gz")
+    write_image(image.with_array(np.where(seg == LIVER, 1, 0).astype(np.uint8)), root / "labelsTr" / "ct.nii.gz")
+    items = list_items(build_cache(root, tmp_path / "cache", 3.0), 0)
+    dataset = WindowDataset(tmp_path / "cache", items, window=64, centre_on_click=True, slab_probability=0.3,
+                            augment=Augmentations((0.6, 1.6), 0.5, 0.5))
+    fractions = []
+    for _ in range(16):
+        sample = dataset[0]
+        assert sample["image"].shape == (1, 64, 64, 64) and torch.isfinite(sample["image"]).all()
+        i, j, k = sample["first_click"][0].long().tolist()
+        assert sample["label"][0, i, j, k] == 1
+        fractions.append(float(sample["label"][0].mean()))
+    assert max(fractions) > 1.5 * min(fractions)  # the liver fills the window at different scales
+
+
+def test_config_validates_the_new_options():
+    with pytest.raises(TrainingConfigError):
+        TrainConfig(scale_range=(2.0, 1.0))
+    with pytest.raises(TrainingConfigError):
+        TrainConfig(pseudo_fraction=1.5)
+    config = TrainConfig(scale_range=(0.7, 1.5), pseudo_fraction=0.4)
+    assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.skipif(not INVESALIUS_EXAMPLE.is_file(), reason="Debian package invesalius-examples not installed")
+def test_invesalius_project_reads_ct_and_masks():
+    image, masks = read_invesalius_project(INVESALIUS_EXAMPLE)
+    assert image.shape == (256, 256, 108)
+    assert image.array.min() >= -1024 and image.array.max() > 1000  # Hounsfield units
+    assert len(masks) == 2 and all(m.shape == image.shape for m in masks.values())
+    bone = min(masks.values(), key=lambda m: int(m.sum()))
+    assert float(image.array[bone].mean()) > 300  # the smaller mask is bone
