@@ -12,6 +12,7 @@ import os
 import re
 import struct
 import threading
+import types
 import zlib
 from pathlib import Path
 from typing import Literal
@@ -20,6 +21,12 @@ import numpy as np
 
 from sammed.errors import ImageReadError
 from sammed.io.dicom import looks_like_dicom
+
+_inflate: types.ModuleType
+try:  # ISA-L's inflater (the ``isal`` dependency); zlib's, same interface, where no wheel exists
+    from isal import isal_zlib as _inflate
+except ImportError:  # pragma: no cover - every supported platform has a wheel
+    _inflate = zlib
 
 ExternalDataPolicy = Literal["same-folder", "refuse"]
 EXTERNAL_DATA_POLICIES: tuple[str, ...] = ("same-folder", "refuse")
@@ -291,6 +298,49 @@ def verify_compressed_stream(path: Path, offset: int = 0, wbits: int = GZIP_WBIT
         raise _fail(path, f"corrupt {what} data ({exc})") from None
     if not inflater.eof:
         raise _fail(path, f"the {what} stream is truncated")
+
+
+def inflate_gzip(path: Path, needed: int, chunk: int = 1 << 22) -> tuple[bytearray, int]:
+    """The first ``needed`` decompressed bytes of a gzip file, its whole stream verified.
+
+    One pass with ISA-L's inflater (python-isal; about twice zlib's speed) that checks every
+    member's CRC-32 and length as it goes, so the voxels need no second decompression. Output
+    past ``needed`` is decompressed in bounded pieces and discarded (a decompression bomb costs
+    time, not memory). Returns (buffer, bytes filled); fewer than ``needed`` means the stream
+    ended early. Raises ``ImageReadError`` on corrupt or truncated gzip data, with the words of
+    :func:`verify_compressed_stream`.
+    """
+    buffer = bytearray(needed)
+    view = memoryview(buffer)
+    filled = 0
+    inflater = _inflate.decompressobj(wbits=GZIP_WBITS)
+    try:
+        with open(path, "rb") as fh:
+            while True:
+                data = fh.read(chunk)
+                if not data:
+                    break
+                while data:
+                    room = needed - filled
+                    out = inflater.decompress(data, room if room > 0 else chunk)
+                    if room > 0:
+                        view[filled : filled + len(out)] = out
+                        filled += len(out)
+                    if inflater.eof:
+                        data = inflater.unused_data
+                        if data.strip(b"\x00"):  # another gzip member follows
+                            inflater = _inflate.decompressobj(wbits=GZIP_WBITS)
+                        else:
+                            data = b""
+                    else:
+                        data = inflater.unconsumed_tail
+    except _inflate.error as exc:
+        raise _fail(path, f"corrupt gzip data ({exc})") from None
+    finally:
+        view.release()
+    if not inflater.eof:
+        raise _fail(path, "the gzip stream is truncated")
+    return buffer, filled
 
 
 def compressed_payload(path: Path, suffix: str) -> tuple[int, int] | None:

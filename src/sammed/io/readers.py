@@ -4,16 +4,22 @@ SimpleITK does the reading (NIfTI, NRRD, MetaImage, DICOM); this module adds wha
 lacks for a user-facing tool: one-line errors, a check that NIfTI files are complete
 (ITK silently zero-fills a truncated .nii/.nii.gz) and the single [k, j, i] <-> [i, j, k]
 transpose between SimpleITK arrays and ours (``from_sitk`` / ``to_sitk``).
+
+A plain .nii.gz (3D, scalar, unscaled) is decompressed once in memory by ISA-L with its
+CRC-32 checked in the same pass and wrapped as the array, with the geometry from ITK's
+reading of the header; every other file is read by SimpleITK (see ``_read_nifti_gz_in_memory``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import struct
 import tempfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +35,7 @@ from sammed.io.file_checks import (
     check_external_data,
     check_nifti_spacing,
     compressed_payload,
+    inflate_gzip,
     path_is_inside,
 )
 from sammed.io.image import Geometry, Image
@@ -227,22 +234,122 @@ def _has_nifti_sibling(path: Path, suffix: str) -> bool:
     return any((path.parent / name).exists() for name in names)
 
 
-def _read_nifti(path: Path, suffix: str) -> sitk.Image:
-    """Read a NIfTI file, and only that file.
+@contextlib.contextmanager
+def _nifti_alias(path: Path, suffix: str) -> Iterator[Path]:
+    """A name under which ITK reads this NIfTI file, and only this file.
 
     ITK's NIfTI library searches for the file by base name: asked for ``x.nii.gz`` it
-    silently reads ``x.nii`` when both exist. When a sibling exists, read through a
-    private link whose folder holds nothing else.
+    silently reads ``x.nii`` when both exist. When a sibling exists, the name is a private
+    link whose folder holds nothing else.
     """
     if not _has_nifti_sibling(path, suffix):
-        return sitk.ReadImage(str(path))
+        yield path
+        return
     with tempfile.TemporaryDirectory(prefix="sammed-read-") as tmp:
         alias = Path(tmp) / f"image{suffix}"
         try:
             os.symlink(path.resolve(), alias)
         except OSError:  # no symlinks (e.g. Windows without privilege): pay for a copy
             shutil.copyfile(path, alias)
+        yield alias
+
+
+def _read_nifti(path: Path, suffix: str) -> sitk.Image:
+    """Read a NIfTI file, and only that file (see ``_nifti_alias``)."""
+    with _nifti_alias(path, suffix) as alias:
         return sitk.ReadImage(str(alias))
+
+
+# NIfTI datatype code -> NumPy scalar type, for the types ITK reads as themselves.
+_NIFTI_DTYPES = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: "u2", 768: "u4", 1024: "i8", 1280: "u8"}
+_SITK_OF_DTYPE = {
+    "u1": sitk.sitkUInt8, "i1": sitk.sitkInt8, "u2": sitk.sitkUInt16, "i2": sitk.sitkInt16,
+    "u4": sitk.sitkUInt32, "i4": sitk.sitkInt32, "u8": sitk.sitkUInt64, "i8": sitk.sitkInt64,
+    "f4": sitk.sitkFloat32, "f8": sitk.sitkFloat64,
+}  # fmt: skip
+
+
+def _plain_nifti_voxels(head: bytes) -> tuple[np.dtype, tuple[int, int, int]] | None:
+    """(dtype, (i, j, k) size) when the voxels are stored exactly as ITK returns them: a 3D
+    scalar image of a plain type with no intensity scaling. None otherwise (ITK then reads)."""
+    for endian in "<>":
+        if len(head) >= 348 and struct.unpack(endian + "i", head[:4])[0] == 348:
+            dims = struct.unpack(endian + "8h", head[40:56])
+            code, bitpix = struct.unpack(endian + "2h", head[70:74])
+            vox_offset = struct.unpack(endian + "f", head[108:112])[0]
+            slope, inter = struct.unpack(endian + "2f", head[112:120])
+            header_size = 348
+            break
+        if len(head) >= 540 and struct.unpack(endian + "i", head[:4])[0] == 540:
+            code, bitpix = struct.unpack(endian + "2h", head[12:16])
+            dims = struct.unpack(endian + "8q", head[16:80])
+            vox_offset = struct.unpack(endian + "q", head[168:176])[0]
+            slope, inter = struct.unpack(endian + "2d", head[176:192])
+            header_size = 540
+            break
+    else:
+        return None
+    if dims[0] != 3 or code not in _NIFTI_DTYPES or inter != 0 or slope not in (0.0, 1.0):
+        return None
+    dtype = np.dtype(endian + _NIFTI_DTYPES[code])
+    # bitpix and vox_offset as the datatype and a single file imply (else ITK decides)
+    if bitpix != 8 * dtype.itemsize or not (header_size <= vox_offset == int(vox_offset)) or min(dims[1:4]) < 1:
+        return None
+    return dtype, (int(dims[1]), int(dims[2]), int(dims[3]))
+
+
+def _read_nifti_gz_in_memory(path: Path) -> Image | None:
+    """A .nii.gz decompressed once in memory (CRC checked on the way) and wrapped without a copy.
+
+    ITK's own gzip reading is single-threaded zlib and the stream check ran a second full
+    decompression beside it; here ISA-L inflates once and the same bytes become the array.
+    The geometry comes from ITK's reading of the header alone (``ReadImageInformation``), so it
+    is ITK's interpretation (qform/sform choice) exactly. Returns None, leaving ITK to read,
+    for anything but a plain 3D scalar image without intensity scaling.
+    """
+    head = _nifti_head(path, True)
+    layout = _nifti_layout(head)
+    plain = _plain_nifti_voxels(head)
+    if layout is None or plain is None:
+        return None
+    offset, nbytes = layout
+    needed = offset + nbytes
+    if needed > _MAX_DEFLATE_RATIO * path.stat().st_size + (1 << 16):
+        # No gzip stream of this size can hold that much: truncated (or a header that lies).
+        raise ImageReadError(
+            f"cannot read image '{path}': NIfTI file is truncated (its header promises {needed} bytes, "
+            f"more than its {path.stat().st_size} compressed bytes can hold)"
+        )
+    buffer, filled = inflate_gzip(path, needed)
+    if filled < needed:
+        raise ImageReadError(
+            f"cannot read image '{path}': NIfTI file is truncated ({filled} of {needed} bytes of header and voxel data)"
+        )
+    reader = sitk.ImageFileReader()
+    with _nifti_alias(path, ".nii.gz") as alias:
+        reader.SetFileName(str(alias))
+        reader.ReadImageInformation()
+    dtype, size = plain
+    if (
+        reader.GetDimension() != 3
+        or reader.GetNumberOfComponents() != 1
+        or reader.GetPixelID() != _SITK_OF_DTYPE[dtype.str[1:]]
+        or tuple(reader.GetSize()) != size
+    ):
+        return None
+    count = int(np.prod(size))
+    if offset + count * dtype.itemsize > filled:
+        return None
+    array = np.frombuffer(buffer, dtype=dtype, count=count, offset=offset).reshape(size[::-1])
+    if not dtype.isnative:
+        array = array.astype(dtype.newbyteorder("="))
+    direction = np.asarray(reader.GetDirection(), dtype=np.float64).reshape(3, 3)
+    geometry = Geometry(size, tuple(reader.GetSpacing()), tuple(reader.GetOrigin()), direction)
+    return Image(array=array.transpose(2, 1, 0), geometry=geometry, source=str(path))
+
+
+# Deflate cannot compress better than about 1032:1.
+_MAX_DEFLATE_RATIO = 1100
 
 
 def _check_series_folder(folder: Path, policy: ExternalDataPolicy) -> None:
@@ -254,7 +361,8 @@ def _check_series_folder(folder: Path, policy: ExternalDataPolicy) -> None:
             raise ImageReadError(f"cannot read image '{folder}': '{entry.name}' links to a file outside the folder")
 
 
-def _read_sitk(path: Path, policy: ExternalDataPolicy) -> sitk.Image:
+def _read_sitk(path: Path, policy: ExternalDataPolicy) -> sitk.Image | Image:
+    """The checked read: a SimpleITK image, or an ``Image`` where a .nii.gz was read in memory."""
     if path.is_dir():
         _check_series_folder(path, policy)
         return read_dicom_series(path)
@@ -272,6 +380,10 @@ def _read_sitk(path: Path, policy: ExternalDataPolicy) -> sitk.Image:
     check_external_data(path, suffix, policy)
     if suffix in (".nii", ".nii.gz"):
         check_nifti_spacing(path, _nifti_head(path, suffix == ".nii.gz"))
+    if suffix == ".nii.gz":
+        image = _read_nifti_gz_in_memory(path)
+        if image is not None:
+            return image
     payload = compressed_payload(path, suffix)
     verifier = StreamVerifier(path, *payload) if payload is not None else None
     try:
@@ -325,6 +437,9 @@ def read_image(path: str | os.PathLike, *, external_data: ExternalDataPolicy = "
         raise ImageReadError(f"cannot read image '{p}': {sitk_error_essence(exc)}") from None
     except OSError as exc:
         raise ImageReadError(f"cannot read image '{p}': {exc.strerror or exc}") from None
+    if isinstance(img, Image):  # read in memory: voxels as stored, NaN/inf included
+        check_geometry(img.geometry, p)
+        return img
     image = from_sitk(img, source=str(p))
     check_geometry(image.geometry, p)
     if image_suffix(p) in (".nii", ".nii.gz") and np.issubdtype(image.array.dtype, np.floating):
