@@ -14,6 +14,7 @@ import struct
 import threading
 import types
 import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -275,26 +276,36 @@ def verify_compressed_stream(path: Path, offset: int = 0, wbits: int = GZIP_WBIT
     its trailer reads without a word. Output is bounded per call so a decompression bomb
     costs time, not memory.
     """
+    for _ in _inflated(path, offset, wbits, zlib, lambda: 1 << 22):
+        pass
+
+
+def _inflated(
+    path: Path, offset: int, wbits: int, lib: types.ModuleType, room: Callable[[], int], chunk: int = 1 << 20
+) -> Iterator[bytes]:
+    """Decompressed pieces of the stream at ``offset``, each at most ``room()`` bytes.
+
+    Follows gzip members to the end of the file (trailing zero padding allowed); ``lib`` is
+    zlib or ISA-L's ``isal_zlib`` (same interface). Raises ``ImageReadError`` on corrupt data
+    or a stream cut short.
+    """
     what = "gzip" if wbits == GZIP_WBITS else "zlib"
-    inflater = zlib.decompressobj(wbits=wbits)
+    inflater = lib.decompressobj(wbits=wbits)
     try:
         with open(path, "rb") as fh:
             fh.seek(offset)
-            while True:
-                data = fh.read(1 << 20)
-                if not data:
-                    break
+            while data := fh.read(chunk):
                 while data:
-                    inflater.decompress(data, 1 << 22)
+                    yield inflater.decompress(data, room())
                     if inflater.eof:
                         data = inflater.unused_data
                         if wbits == GZIP_WBITS and data.strip(b"\x00"):  # another gzip member follows
-                            inflater = zlib.decompressobj(wbits=wbits)
+                            inflater = lib.decompressobj(wbits=wbits)
                         else:
                             data = b""
                     else:
                         data = inflater.unconsumed_tail
-    except zlib.error as exc:
+    except lib.error as exc:
         raise _fail(path, f"corrupt {what} data ({exc})") from None
     if not inflater.eof:
         raise _fail(path, f"the {what} stream is truncated")
@@ -311,36 +322,13 @@ def inflate_gzip(path: Path, needed: int, chunk: int = 1 << 22) -> tuple[bytearr
     :func:`verify_compressed_stream`.
     """
     buffer = bytearray(needed)
-    view = memoryview(buffer)
-    filled = 0
-    inflater = _inflate.decompressobj(wbits=GZIP_WBITS)
-    try:
-        with open(path, "rb") as fh:
-            while True:
-                data = fh.read(chunk)
-                if not data:
-                    break
-                while data:
-                    room = needed - filled
-                    out = inflater.decompress(data, room if room > 0 else chunk)
-                    if room > 0:
-                        view[filled : filled + len(out)] = out
-                        filled += len(out)
-                    if inflater.eof:
-                        data = inflater.unused_data
-                        if data.strip(b"\x00"):  # another gzip member follows
-                            inflater = _inflate.decompressobj(wbits=GZIP_WBITS)
-                        else:
-                            data = b""
-                    else:
-                        data = inflater.unconsumed_tail
-    except _inflate.error as exc:
-        raise _fail(path, f"corrupt gzip data ({exc})") from None
-    finally:
-        view.release()
-    if not inflater.eof:
-        raise _fail(path, "the gzip stream is truncated")
-    return buffer, filled
+    filled = [0]  # read by the room callback: output stops at ``needed``, then pieces are discarded
+    with memoryview(buffer) as view:
+        for out in _inflated(path, 0, GZIP_WBITS, _inflate, lambda: needed - filled[0] or chunk, chunk):
+            if filled[0] < needed:
+                view[filled[0] : filled[0] + len(out)] = out
+                filled[0] += len(out)
+    return buffer, filled[0]
 
 
 def compressed_payload(path: Path, suffix: str) -> tuple[int, int] | None:
