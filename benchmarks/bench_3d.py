@@ -10,13 +10,18 @@ Each pipeline runs in its own process (so peak RSS is its own) on a full-size CT
 resampling ``example_ct.nii.gz`` to 0.75 x 0.75 x 1.5 mm (about 488 x 404 x 224 voxels).
 Times are medians of ``--repeats`` runs per stage.
 
+A second table (``--latency-only`` prints it alone) times reading the CT and a refinement click
+through ``Session.add_point`` (mask returned on the original grid), each against its previous
+path in the same process (SimpleITK read with the parallel gzip check; SimpleITK paste-back),
+interleaved with the GEMM unit.
+
 A first table times loading the checkpoint (a random-weight file of the model's full size) in one
 process, interleaved with the *GEMM unit*: one float32 ``4096 x 4096 @ 4096 x 4096`` matmul
 (137 GFLOP) on the same threads, so the figure reads as a fraction of what the machine computes
 and survives a busy or different machine. The baseline is the official way (build the model with
 its random initialisation, ``torch.load``, ``load_state_dict``). Usage::
 
-    .venv/bin/python benchmarks/bench_3d.py [--repeats 3] [--model sam-med3d-turbo] [--load-only]
+    .venv/bin/python benchmarks/bench_3d.py [--repeats 3] [--model sam-med3d-turbo] [--load-only | --latency-only]
 """
 
 from __future__ import annotations
@@ -191,6 +196,70 @@ def run_load(checkpoint: str, model_name: str, repeats: int, queue) -> None:
     queue.put({name: statistics.median(values) for name, values in t.items()})
 
 
+def run_latency(inputs: dict, model_name: str, repeats: int, queue) -> None:
+    """Read and refinement click, today's path against the previous one, interleaved with the GEMM unit.
+
+    Baselines in the same process: the read through SimpleITK (with the parallel gzip check), and
+    the refinement click with the SimpleITK paste-back (no window plan). A refinement click is a
+    negative click through ``Session.add_point``, the mask returned on the original grid, then
+    undone so that every repeat starts from the same state. With random weights the whole
+    window's mask changes at each click (the worst case).
+    """
+    import sammed.inference.session as session_module
+    import sammed.io.readers as readers
+    from sammed.inference import Session
+    from sammed.io import read_image
+    from sammed.models import build_model
+
+    fast_read, fast_plan = readers._read_nifti_gz_in_memory, session_module.plan_for
+
+    def old_read(path):
+        readers._read_nifti_gz_in_memory = lambda p: None
+        try:
+            return read_image(path)
+        finally:
+            readers._read_nifti_gz_in_memory = fast_read
+
+    model = build_model(model_name, checkpoint=inputs["checkpoint"])
+    image = read_image(inputs["ct"])
+    click = inputs["click"]
+    refine = (click[0] + 6, click[1] + 4, click[2])
+    sessions = {"new": Session(model, image)}
+    session_module.plan_for = lambda *args: None  # the baseline session never gets a plan
+    sessions["old"] = Session(model, image)
+    sessions["old"].add_point(click)
+    session_module.plan_for = fast_plan
+    sessions["new"].add_point(click)
+    gemm_unit()  # warm-up
+    t: dict = {}
+    for _ in range(repeats):
+        _timed(t, "GEMM unit", gemm_unit)
+        _timed(t, "read (old)", old_read, inputs["ct"])
+        _timed(t, "read", read_image, inputs["ct"])
+        for name, label in (("old", "refinement click (old)"), ("new", "refinement click")):
+            session = sessions[name]
+            _timed(t, label, session.add_point, refine, positive=False)
+            t.setdefault(label + " decoder", []).append(session.timings.decoder)
+            session.undo()
+    masks = [sessions[n].add_point(refine, positive=False) for n in ("old", "new")]
+    result = {name: statistics.median(values) for name, values in t.items()}
+    result["masks equal"] = bool(np.array_equal(*masks))
+    result["mask voxels"] = int(masks[1].sum())
+    queue.put(result)
+
+
+def print_latency(result: dict) -> None:
+    """Each stage's old and new rows in seconds and GEMM units; the new row carries old/new."""
+    unit = result["GEMM unit"]
+    print(f"{'stage':32s}{'seconds':>10s}{'GEMM units':>12s}{'old/new':>9s}   (old = previous path, same process)")
+    print(f"{'GEMM unit':32s}{unit:10.3f}{1.0:12.3f}")
+    for old, new in (("read (old)", "read"), ("refinement click (old)", "refinement click"),
+                     ("refinement click (old) decoder", "refinement click decoder")):
+        print(f"{old:32s}{result[old]:10.3f}{result[old] / unit:12.3f}")
+        print(f"{new:32s}{result[new]:10.3f}{result[new] / unit:12.3f}{result[old] / result[new]:8.2f}x")
+    print(f"refinement masks equal (old vs new): {result['masks equal']} ({result['mask voxels']} voxels)")
+
+
 def _summary(times: dict) -> dict:
     result = {name: statistics.median(values) for name, values in times.items()}
     result["end to end"] = sum(result[name] for name in END_TO_END)
@@ -220,11 +289,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-reference", action="store_true", help="only sammed's modes (no baseline ratios)")
     parser.add_argument("--load-only", action="store_true", help="only the checkpoint-load table")
+    parser.add_argument("--latency-only", action="store_true",
+                        help="only the read / refinement-click table (GEMM units, old path vs new)")
     args = parser.parse_args()
 
     inputs = build_inputs(args.model)
     print(f"full CT {inputs['size']} voxels at 0.75x0.75x1.5 mm, click {inputs['click']}, model {args.model}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats}")
+    if args.latency_only:
+        print_latency(_in_child(run_latency, inputs, args.model, max(args.repeats, 5)))
+        return
     load = _in_child(run_load, inputs["checkpoint"], args.model, max(args.repeats, 5))
     unit = load["GEMM unit"]
     print(f"{'checkpoint load':18s}{'seconds':>14s}{'GEMM units':>14s}{'official/x':>12s}")
@@ -233,6 +307,7 @@ def main() -> None:
         print(f"{name:18s}{load[name]:14.3f}{load[name] / unit:14.3f}{ratio}")
     if args.load_only:
         return
+    print_latency(_in_child(run_latency, inputs, args.model, max(args.repeats, 5)))
     columns = {}
     if not args.skip_reference:
         columns["reference"] = _in_child(run_reference, inputs, args.model, args.repeats)
