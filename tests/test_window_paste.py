@@ -136,3 +136,25 @@ def test_session_clicks_equal_simpleitk_paste_on_real_ct(demo_model, data_dir, v
         np.testing.assert_array_equal(mask, _old_path_mask(session))
     plan = session._paste_plans[session.state().roi.key()]
     assert (plan is None) == (variant == "oblique")
+
+
+def test_non_finite_logits_keep_the_simpleitk_path() -> None:
+    rng = np.random.default_rng(5)
+    target = Geometry((120, 110, 60), (0.75, 0.75, 1.5), (0.0, 0.0, 0.0), np.diag([-1.0, -1.0, 1.0]))
+    roi = RoiGrid.centered_at(target.index_to_world((60, 55, 30), "LPS"))
+    low = rng.normal(size=(32, 32, 32)).astype(np.float32)
+    low[10, 12, 14] = np.nan
+    logits = _upscale(low)
+    expected = _full(*paste_window_mask(logits, roi, target), target.size)
+    np.testing.assert_array_equal(_full(*plan_for(roi, target, 32).paste(low, logits), target.size), expected)
+
+
+def test_upscale_other_than_trilinear_keeps_the_simpleitk_path() -> None:
+    """A model whose ``upscale`` is not torch's trilinear (align_corners=False) is detected."""
+    rng = np.random.default_rng(6)
+    target = Geometry((120, 110, 60), (0.75, 0.75, 1.5), (0.0, 0.0, 0.0), np.diag([-1.0, -1.0, 1.0]))
+    roi = RoiGrid.centered_at(target.index_to_world((60, 55, 30), "LPS"))
+    low = rng.normal(size=(32, 32, 32)).astype(np.float32)
+    nearest = np.repeat(np.repeat(np.repeat(low, 4, 0), 4, 1), 4, 2)
+    expected = _full(*paste_window_mask(nearest, roi, target), target.size)
+    np.testing.assert_array_equal(_full(*plan_for(roi, target, 32).paste(low, nearest), target.size), expected)

@@ -93,7 +93,8 @@ class WindowPastePlan:
         """
         low_res = np.asarray(low_res, dtype=np.float32)
         scale = float(np.abs(low_res).max()) if low_res.size else 0.0
-        if not self._upscale_agrees(low_res, logits, scale):
+        # NaN/inf would spread through the matmuls' zero weights: SimpleITK keeps them local.
+        if not np.isfinite(scale) or not self._upscale_agrees(low_res, logits, scale):
             return paste_window_mask(logits, self.roi, self.target)
         # Low-res box that holds every positive value; an original voxel can be positive only if
         # its composite weights touch it.
