@@ -82,6 +82,41 @@ class WindowPastePlan:
         found = logits[probe[:, 0], probe[:, 1], probe[:, 2]]
         return bool(np.all(np.abs(expected - found) <= ERROR_MARGIN * scale / 10))
 
+    def composite(self, low_res: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]] | None:
+        """Both interpolations at once, in float32, on the original voxels that can be positive.
+
+        Returns (values laid out [k, j, i], per original axis t the (begin, end) positions into
+        its tables), or None when no low-res logit is positive.
+        """
+        # Low-res box that holds every positive value; an original voxel can be positive only if
+        # its composite weights touch it.
+        box = []
+        for a in range(3):
+            others = tuple(x for x in range(3) if x != a)
+            hits = np.flatnonzero((low_res > 0).any(axis=others))
+            if hits.size == 0:
+                return None
+            box.append((int(hits[0]), int(hits[-1]) + 1))
+        ranges, factors = [], []
+        for t, axis in enumerate(self.axes):
+            lo, hi = box[axis.window_axis]
+            touches = np.flatnonzero(self.weights[t][:, lo:hi].any(axis=1))
+            if touches.size == 0:
+                return None
+            begin, end = int(touches[0]), int(touches[-1]) + 1
+            ranges.append((begin, end))
+            factors.append(self.weights[t][begin:end].astype(np.float32))
+        # Separable composite in float32: [ak, aj, ai] low-res -> [k, j, i] original.
+        order = [self.axes[t].window_axis for t in (2, 1, 0)]
+        values = np.ascontiguousarray(low_res.transpose(order))
+        n = values.shape
+        values = _banded(factors[0], values.reshape(n[0] * n[1], n[2]).T).T  # (ak*aj, i)
+        values = values.reshape(n[0], n[1], -1).transpose(1, 0, 2).reshape(n[1], -1)  # (aj, ak*i)
+        values = _banded(factors[1], values).reshape(len(factors[1]), n[0], -1)  # (j, ak, i)
+        values = values.transpose(1, 0, 2).reshape(n[0], -1)  # (ak, j*i)
+        values = _banded(factors[2], values).reshape(len(factors[2]), len(factors[1]), len(factors[0]))
+        return values, ranges
+
     # ------------------------------------------------------------------ per click
     def paste(
         self, low_res: np.ndarray, logits: np.ndarray
@@ -98,33 +133,10 @@ class WindowPastePlan:
         # NaN/inf would spread through the matmuls' zero weights: SimpleITK keeps them local.
         if not np.isfinite(scale) or not self._upscale_agrees(low_res, logits, scale):
             return paste_window_mask(logits, self.roi, self.target)
-        # Low-res box that holds every positive value; an original voxel can be positive only if
-        # its composite weights touch it.
-        box = []
-        for a in range(3):
-            others = tuple(x for x in range(3) if x != a)
-            hits = np.flatnonzero((low_res > 0).any(axis=others))
-            if hits.size == 0:
-                return None, None
-            box.append((int(hits[0]), int(hits[-1]) + 1))
-        ranges, factors = [], []
-        for t, axis in enumerate(self.axes):
-            lo, hi = box[axis.window_axis]
-            touches = np.flatnonzero(self.weights[t][:, lo:hi].any(axis=1))
-            if touches.size == 0:
-                return None, None
-            begin, end = int(touches[0]), int(touches[-1]) + 1
-            ranges.append((begin, end))
-            factors.append(self.weights[t][begin:end].astype(np.float32))
-        # Separable composite in float32: [ak, aj, ai] low-res -> [k, j, i] original.
-        order = [self.axes[t].window_axis for t in (2, 1, 0)]
-        values = np.ascontiguousarray(low_res.transpose(order))
-        n = values.shape
-        values = _banded(factors[0], values.reshape(n[0] * n[1], n[2]).T).T  # (ak*aj, i)
-        values = values.reshape(n[0], n[1], -1).transpose(1, 0, 2).reshape(n[1], -1)  # (aj, ak*i)
-        values = _banded(factors[1], values).reshape(len(factors[1]), n[0], -1)  # (j, ak, i)
-        values = values.transpose(1, 0, 2).reshape(n[0], -1)  # (ak, j*i)
-        values = _banded(factors[2], values).reshape(len(factors[2]), len(factors[1]), len(factors[0]))
+        composite = self.composite(low_res)
+        if composite is None:
+            return None, None
+        values, ranges = composite
         margin = ERROR_MARGIN * scale
         out = values > margin
         # Where the composite is within its rounding bound of 0, decide as ITK does.
