@@ -78,7 +78,10 @@ class WindowPastePlan:
             return False
         probe = np.random.default_rng(0).integers(0, n, size=(64, 3))
         u = self._upscale
-        expected = np.einsum("pa,pb,pc,abc->p", u[probe[:, 0]], u[probe[:, 1]], u[probe[:, 2]], low_res)
+        s = u.shape[1]
+        partial = (u[probe[:, 0]] @ low_res.reshape(s, s * s)).reshape(-1, s, s)  # (p, b, c)
+        partial = np.einsum("pb,pbc->pc", u[probe[:, 1]], partial)
+        expected = np.einsum("pc,pc->p", u[probe[:, 2]], partial)
         found = logits[probe[:, 0], probe[:, 1], probe[:, 2]]
         return bool(np.all(np.abs(expected - found) <= ERROR_MARGIN * scale / 10))
 
@@ -110,11 +113,10 @@ class WindowPastePlan:
         order = [self.axes[t].window_axis for t in (2, 1, 0)]
         values = np.ascontiguousarray(low_res.transpose(order))
         n = values.shape
-        values = _banded(factors[0], values.reshape(n[0] * n[1], n[2]).T).T  # (ak*aj, i)
-        values = values.reshape(n[0], n[1], -1).transpose(1, 0, 2).reshape(n[1], -1)  # (aj, ak*i)
-        values = _banded(factors[1], values).reshape(len(factors[1]), n[0], -1)  # (j, ak, i)
-        values = values.transpose(1, 0, 2).reshape(n[0], -1)  # (ak, j*i)
-        values = _banded(factors[2], values).reshape(len(factors[2]), len(factors[1]), len(factors[0]))
+        values = values @ factors[0].T  # (ak, aj, i)
+        values = _banded(factors[1], values)  # (ak, j, i)
+        values = _banded(factors[2], values.reshape(n[0], -1)[None])[0]  # (k, j*i)
+        values = values.reshape(len(factors[2]), len(factors[1]), len(factors[0]))
         return values, ranges
 
     # ------------------------------------------------------------------ per click
@@ -159,15 +161,16 @@ class WindowPastePlan:
 ERROR_MARGIN = 1e-4
 
 
-def _banded(weights: np.ndarray, values: np.ndarray, rows: int = 16) -> np.ndarray:
-    """``weights @ values`` for interpolation weights (a few non-zeros per row, in a band):
-    each block of rows is multiplied with only the columns its band touches."""
-    out = np.empty((weights.shape[0], values.shape[1]), dtype=np.float32)
+def _banded(weights: np.ndarray, values: np.ndarray, rows: int = 8) -> np.ndarray:
+    """``weights @ values`` (batched over the first axis of ``values``) for interpolation weights
+    with a few non-zeros per row in a band: each block of rows is multiplied with only the
+    columns its band touches."""
+    out = np.empty((values.shape[0], weights.shape[0], values.shape[2]), dtype=np.float32)
     for start in range(0, weights.shape[0], rows):
         block = weights[start : start + rows]
         used = np.flatnonzero(block.any(axis=0))
         lo, hi = int(used[0]), int(used[-1]) + 1
-        np.matmul(block[:, lo:hi], values[lo:hi], out=out[start : start + rows])
+        out[:, start : start + rows] = block[:, lo:hi] @ values[:, lo:hi]
     return out
 
 
