@@ -121,3 +121,16 @@ def test_stream_shorter_than_header(tmp_path: Path) -> None:
 def test_array_is_writable(data_dir: Path) -> None:
     image = read_image(data_dir / "totalsegmentator_examples" / "example_ct_sm.nii.gz")
     image.array[0, 0, 0] = 1  # callers may edit the array they were given
+
+
+def test_odd_vox_offset_gives_an_aligned_array(tmp_path: Path, monkeypatch) -> None:
+    volume = np.random.default_rng(1).normal(size=(10, 9, 8)).astype(np.float32)
+    path = _save(volume, tmp_path / "a.nii.gz")
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw = raw[:352] + b"\0\0" + raw[352:]
+    struct.pack_into("<f", raw, 108, 354.0)  # voxels start at byte 354: not float32-aligned
+    path.write_bytes(gzip.compress(bytes(raw)))
+    image = read_image(path)
+    assert image.array.flags.aligned
+    np.testing.assert_array_equal(image.array, volume)
+    _assert_same(image, _read_with_itk(path, monkeypatch))

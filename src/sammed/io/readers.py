@@ -341,7 +341,7 @@ def _read_nifti_gz_in_memory(path: Path) -> Image | None:
     if offset + count * dtype.itemsize > filled:
         return None
     array = np.frombuffer(buffer, dtype=dtype, count=count, offset=offset).reshape(size[::-1])
-    if not dtype.isnative:
+    if not dtype.isnative or not array.flags.aligned:  # an odd vox_offset: copy to aligned memory
         array = array.astype(dtype.newbyteorder("="))
     direction = np.asarray(reader.GetDirection(), dtype=np.float64).reshape(3, 3)
     geometry = Geometry(size, tuple(reader.GetSpacing()), tuple(reader.GetOrigin()), direction)
