@@ -92,7 +92,8 @@ def run_sammed(inputs: dict, model_name: str, precision: str, repeats: int, queu
     """sammed's path: read, window around the click, cached encoder, tight paste-back, write."""
     from sammed.inference import Session
     from sammed.inference.precision import autocast
-    from sammed.inference.roi import RoiGrid, paste_window_mask, sample_window, zscore_foreground
+    from sammed.inference.roi import RoiGrid, sample_window, zscore_foreground
+    from sammed.inference.window_paste import plan_for
     from sammed.io import read_image, to_sitk, write_mask
     from sammed.models import build_model
 
@@ -113,7 +114,9 @@ def run_sammed(inputs: dict, model_name: str, precision: str, repeats: int, queu
             zeros = torch.zeros(1, 1, 32, 32, 32)
             low_res, _ = _timed(t, "decode", model.predict_low_res, embedding, coords, labels, zeros)
             logits = model.upscale_logits(low_res.float())[0, 0].float().numpy()
-        _timed(t, "paste-back", paste_window_mask, logits, roi, image.geometry)
+        # today's paste-back: the window's plan (built here, once per window in a Session)
+        _timed(t, "paste-back", lambda: plan_for(roi, image.geometry, model.low_res_size).paste(
+            low_res[0, 0].float().numpy(), logits))
 
         session = Session(model, image, precision=precision)
         _timed(t, "first click", session.add_point, click)
