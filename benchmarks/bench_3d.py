@@ -208,13 +208,13 @@ def run_latency(inputs: dict, model_name: str, repeats: int, queue) -> None:
     undone so that every repeat starts from the same state. With random weights the whole
     window's mask changes at each click (the worst case).
     """
-    import sammed.inference.session as session_module
     import sammed.io.readers as readers
     from sammed.inference import Session
+    from sammed.inference.roi import paste_window_mask
     from sammed.io import read_image
     from sammed.models import build_model
 
-    fast_read, fast_plan = readers._read_nifti_gz_in_memory, session_module.plan_for
+    fast_read = readers._read_nifti_gz_in_memory
 
     def old_read(path):
         readers._read_nifti_gz_in_memory = lambda p: None
@@ -227,12 +227,11 @@ def run_latency(inputs: dict, model_name: str, repeats: int, queue) -> None:
     image = read_image(inputs["ct"])
     click = inputs["click"]
     refine = (click[0] + 6, click[1] + 4, click[2])
-    sessions = {"new": Session(model, image)}
-    session_module.plan_for = lambda *args: None  # the baseline session never gets a plan
-    sessions["old"] = Session(model, image)
-    sessions["old"].add_point(click)
-    session_module.plan_for = fast_plan
-    sessions["new"].add_point(click)
+    sessions = {"new": Session(model, image), "old": Session(model, image)}
+    # the baseline session pastes with SimpleITK whatever the window
+    sessions["old"]._paste = lambda roi, low_res, logits: paste_window_mask(logits, roi, image.geometry)  # type: ignore[method-assign]
+    for session in sessions.values():
+        session.add_point(click)
     gemm_unit()  # warm-up
     t: dict = {}
     for _ in range(repeats):
