@@ -44,38 +44,10 @@ PROMPTS = {  # on the 512 x 512 demo slice: a liver box, a click, a click + box
 # --- the literal reference ---------------------------------------------------------------------
 
 
-def reference_adapter(adapter, x: torch.Tensor) -> torch.Tensor:
-    """Official ``Adapter_Layer.forward`` with the generic convolution modules."""
-    x = x.permute(0, 3, 1, 2)
-    batch, channels = x.shape[:2]
-    gate = adapter.channel(adapter.avg_pool(x).view(batch, channels)).view(batch, channels, 1, 1)
-    x = x + adapter.spatial(gate * x)
-    return adapter.norm(x.permute(0, 2, 3, 1))
-
-
-def reference_block(block, x: torch.Tensor) -> torch.Tensor:
-    """Official ``Block.forward``: zero-padded windows go through the whole attention module."""
-    from sammed.models.sam2d.image_encoder import window_partition, window_unpartition
-
-    shortcut = x
-    x = block.norm1(x)
-    if block.window_size > 0:
-        size = (x.shape[1], x.shape[2])
-        windows, padded = window_partition(x, block.window_size)
-        x = window_unpartition(block.attn(windows), block.window_size, padded, size)
-    else:
-        x = block.attn(x)
-    x = shortcut + x
-    normed = block.norm2(x)
-    if block.has_adapter and not block.bypass_adapter:
-        return x + block.mlp(normed) + reference_adapter(block.Adapter, normed)
-    return x + block.mlp(normed)
-
-
 def reference_encoder(encoder, x: torch.Tensor) -> torch.Tensor:
     x = encoder.patch_embed(x) + encoder.pos_embed
     for block in encoder.blocks:
-        x = reference_block(block, x)
+        x = block.reference_forward(x)  # official order, padded windows, generic convolutions
     return encoder.neck(x.permute(0, 3, 1, 2))
 
 

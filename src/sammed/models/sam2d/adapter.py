@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sammed.models.sam2d.matmul_conv import conv2d_as_matmul, conv_transpose2d_as_matmul
+from sammed.models.sam2d.matmul_conv import conv2d_channels_last, conv_transpose2d_channels_last
 
 ADAPTER_NORM_EPS = 1e-5
 
@@ -39,11 +39,18 @@ class Adapter(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The official computation kept channels-last (its permutes to (B, C, h, w) and back
+        only change the memory layout): mean-pool gate, gated conv / transposed conv, skip, norm."""
+        gate = self.channel(x.mean(dim=(1, 2)))  # AdaptiveAvgPool2d(1): the mean over h, w
+        down, _, up, _ = self.spatial
+        spatial = torch.relu(conv_transpose2d_channels_last(up, torch.relu(conv2d_channels_last(down, x * gate[:, None, None, :]))))
+        return self.norm(x + spatial)
+
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The official ``Adapter_Layer.forward`` literally (channels-first, PyTorch's generic
+        convolution modules): the baseline that tests and ``benchmarks/bench_2d.py`` compare with."""
         x = x.permute(0, 3, 1, 2)
         batch, channels = x.shape[:2]
         gate = self.channel(self.avg_pool(x).view(batch, channels)).view(batch, channels, 1, 1)
-        down, _, up, _ = self.spatial
-        spatial = torch.relu(conv_transpose2d_as_matmul(up, torch.relu(conv2d_as_matmul(down, gate * x))))
-        x = x + spatial
+        x = x + self.spatial(gate * x)
         return self.norm(x.permute(0, 2, 3, 1))
-

@@ -10,6 +10,8 @@ with no attention mask. Reusable as a building block (SAM-UNet injects CNN featu
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,14 +53,18 @@ def add_decomposed_rel_pos(
 def add_rel_pos_tables(
     attn: torch.Tensor, q: torch.Tensor, table_h: torch.Tensor, table_w: torch.Tensor
 ) -> torch.Tensor:
-    """:func:`add_decomposed_rel_pos` with the (qh, kh, C) and (qw, kw, C) tables given."""
+    """:func:`add_decomposed_rel_pos` with the (qh, kh, C) and (qw, kw, C) tables given.
+
+    Adds in place (``attn`` is the caller's fresh logits; no second logits-sized tensor)."""
     (qh, kh), (qw, kw) = table_h.shape[:2], table_w.shape[:2]
     batch, _, dim = q.shape
     q_grid = q.reshape(batch, qh, qw, dim)
     rel_h = torch.einsum("bhwc,hkc->bhwk", q_grid, table_h)
     rel_w = torch.einsum("bhwc,wkc->bhwk", q_grid, table_w)
-    attn = attn.view(batch, qh, qw, kh, kw) + rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]
-    return attn.view(batch, qh * qw, kh * kw)
+    view = attn.view(batch, qh, qw, kh, kw)  # in place, in the official order (qk + rel_h) + rel_w
+    view.add_(rel_h[:, :, :, :, None])
+    view.add_(rel_w[:, :, :, None, :])
+    return attn
 
 
 class Attention(nn.Module):
@@ -88,29 +94,77 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.attend(self.qkv(x)))
 
-    def attend(self, qkv: torch.Tensor, query_size: Size2 | None = None) -> torch.Tensor:
-        """(B, h, w, 3C) output of ``qkv`` -> (B, h, w, C) multi-head attention, before ``proj``.
-
-        With ``query_size`` (hq, wq) only the queries of the top-left hq x wq block are computed
-        (every key still takes part): (B, hq, wq, C), the same numbers as those rows of the full
-        result (windowed blocks use it to skip the padded positions' queries).
-        """
-        batch, height, width, channels3 = qkv.shape
-        heads, channels = self.num_heads, channels3 // 3
-        q_h, q_w = query_size or (height, width)
-        tokens = height * width
-        kv = qkv[..., channels:].reshape(batch, tokens, 2, heads, -1).permute(2, 0, 3, 1, 4)
-        k, v = kv.reshape(2, batch * heads, tokens, -1).unbind(0)
-        q = qkv[:, :q_h, :q_w, :channels].reshape(batch, q_h * q_w, heads, -1).transpose(1, 2)
-        q = q.reshape(batch * heads, q_h * q_w, -1)
+    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """(B, h, w, 3C) output of ``qkv`` -> (B, h, w, C) multi-head attention, before ``proj``."""
+        batch, height, width, _ = qkv.shape
+        q, k, v = self._split_heads(qkv)
         attn = (q * self.scale) @ k.transpose(-2, -1)
         if self.use_rel_pos:
-            table_h = get_rel_pos(height, height, self.rel_pos_h)[:q_h]
-            table_w = get_rel_pos(width, width, self.rel_pos_w)[:q_w]
+            table_h = get_rel_pos(height, height, self.rel_pos_h)
+            table_w = get_rel_pos(width, width, self.rel_pos_w)
             attn = add_rel_pos_tables(attn, q, table_h, table_w)
-        out = attn.softmax(dim=-1) @ v
-        out = out.view(batch, heads, q_h, q_w, -1).permute(0, 2, 3, 1, 4)
-        return out.reshape(batch, q_h, q_w, -1)
+        return self._merge_heads(attn.softmax(dim=-1) @ v, batch, height, width)
+
+    def attend_padded_window(self, qkv: torch.Tensor, window: int) -> torch.Tensor:
+        """Attention in zero-padded ``window`` x ``window`` windows, given only their real tokens.
+
+        ``qkv`` (B, qh, qw, 3C) is the ``qkv`` output of the real top-left qh x qw block of each
+        window; the rest of the window is the official zero padding (after ``norm1``). Returns
+        the real positions' outputs (B, qh, qw, C), the same numbers (up to float32 rounding)
+        as padding, attending over all window**2 tokens and cropping, because
+
+        * the padded positions' outputs are cropped away, so only real queries are computed;
+        * a zero token projects to exactly the ``qkv`` bias, so every padded key is the same
+          ``b_k`` and every padded value the same ``b_v``. A padded key (i, j) then has the logit
+          ``scale q.b_k + Rh[i] + Rw[j]`` (Rh, Rw: the query's relative-position terms), and the
+          padded keys are the window minus the real block, {i >= qh} + {i < qh, j >= qw}; their
+          total softmax mass is exp(scale q.b_k) times a product of per-axis sums, i.e. one extra
+          key ``b_k`` carrying the log-sum-exp of those terms as its logit offset, with value ``b_v``.
+
+        Attention costs (qh qw) x (qh qw + 1) per head instead of (qh qw) x window**2, and no
+        padded tensor is built.
+        """
+        batch, q_h, q_w, channels3 = qkv.shape
+        if q_h == q_w == window:
+            return self.attend(qkv)
+        heads = self.num_heads
+        q, k, v = self._split_heads(qkv)  # (B * heads, qh * qw, hd)
+        rows, tokens = q.shape[:2]
+        bias = self.qkv.bias if self.qkv.bias is not None else qkv.new_zeros(channels3)
+        _, bias_k, bias_v = (t.repeat(batch, 1, 1) for t in bias.view(3, heads, 1, -1).unbind(0))
+        scaled = q * self.scale
+        logits = scaled @ k.transpose(-2, -1)
+        if self.use_rel_pos:
+            q_grid = q.view(rows, q_h, q_w, -1)
+            rel_h = torch.einsum("bhwc,hkc->bhwk", q_grid, get_rel_pos(window, window, self.rel_pos_h)[:q_h])
+            rel_w = torch.einsum("bhwc,wkc->bhwk", q_grid, get_rel_pos(window, window, self.rel_pos_w)[:q_w])
+            view = logits.view(rows, q_h, q_w, q_h, q_w)  # the official order: (qk + rel_h) + rel_w
+            view.add_(rel_h[:, :, :, :q_h, None])
+            view.add_(rel_w[:, :, :, None, :q_w])
+            # log sum over padded (i, j) of exp(Rh[i] + Rw[j]); an empty range's logsumexp is -inf
+            padded_rel = torch.logaddexp(
+                rel_h[..., q_h:].logsumexp(-1) + rel_w.logsumexp(-1),
+                rel_h[..., :q_h].logsumexp(-1) + rel_w[..., q_w:].logsumexp(-1),
+            ).view(rows, tokens, 1)
+        else:
+            padded_rel = logits.new_full((rows, tokens, 1), math.log(window * window - q_h * q_w))
+        padded_logit = scaled @ bias_k.transpose(-2, -1) + padded_rel  # (B * heads, tokens, 1)
+        weights = torch.cat([logits, padded_logit], dim=-1).softmax(dim=-1)
+        out = torch.baddbmm(weights[..., -1:] * bias_v, weights[..., :-1], v)
+        return self._merge_heads(out, batch, q_h, q_w)
+
+    def _split_heads(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, h, w, 3C) -> q, k, v each (B * heads, h * w, head_dim)."""
+        batch, height, width, channels3 = qkv.shape
+        tokens, heads = height * width, self.num_heads
+        parts = qkv.reshape(batch, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = parts.reshape(3, batch * heads, tokens, -1).unbind(0)
+        return q, k, v
+
+    def _merge_heads(self, out: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:
+        """(B * heads, h * w, head_dim) -> (B, h, w, C)."""
+        out = out.view(batch, self.num_heads, height, width, -1).permute(0, 2, 3, 1, 4)
+        return out.reshape(batch, height, width, -1)
 
 
 def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, Size2]:
@@ -123,18 +177,6 @@ def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, Size2]
     x = x.view(batch, hp // window, window, wp // window, window, channels)
     windows = x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, window, window, channels)
     return windows, (hp, wp)
-
-
-def pad_to_windows(x: torch.Tensor, window: int, fill: torch.Tensor | None) -> torch.Tensor:
-    """Pad (B, h, w, C) at the bottom/right to multiples of ``window`` with the vector ``fill`` (or 0)."""
-    batch, height, width, channels = x.shape
-    pad_h, pad_w = (window - height % window) % window, (window - width % window) % window
-    if not (pad_h or pad_w):
-        return x
-    shape = (batch, height + pad_h, width + pad_w, channels)
-    padded = fill.expand(shape).clone() if fill is not None else x.new_zeros(shape)
-    padded[:, :height, :width] = x
-    return padded
 
 
 def _windows_by_real_size(height: int, width: int, window: int) -> dict[Size2, list[Size2]]:
@@ -193,26 +235,46 @@ class Block(nn.Module):
 
     def windowed_attention(self, x: torch.Tensor) -> torch.Tensor:
         """The official windowed attention (zero-pad the normed tokens to whole windows, attend in
-        each window, crop), computed without the padded positions' work.
+        each window, crop), computed without the padding.
 
-        A zero token's ``qkv`` output is exactly the bias, so ``qkv`` runs on the real tokens and
-        the padding is filled with the bias; the queries of padded positions are cropped away in
-        the official code, so only real queries are computed (against every key of the window,
-        padded ones included, as officially) and ``proj`` runs on the real tokens. Windows are
-        grouped by how many real rows and columns they hold (padding is at the bottom/right, so
-        real queries are always a window's top-left block). At 256 (16x16 tokens padded to 28x28)
-        this does a third of the official projection and attention work.
+        ``qkv`` and ``proj`` run on the real tokens only (a zero token's ``qkv`` output is the
+        bias); windows are grouped by how many real rows and columns they hold (padding is at the
+        bottom/right, so a window's real tokens are its top-left block) and each group goes
+        through :meth:`Attention.attend_padded_window`, which never builds the padded keys. At
+        256 (16x16 tokens padded to 28x28) this does a third of the official projection work and
+        no padded attention.
         """
         batch, height, width, _ = x.shape
         window = self.window_size
-        qkv = pad_to_windows(self.attn.qkv(x), window, self.attn.qkv.bias)
+        qkv = self.attn.qkv(x)
+        groups = _windows_by_real_size(height, width, window)
+        if len(groups) == 1 and (height, width) in groups:  # one window holding the whole grid
+            return self.attn.proj(self.attn.attend_padded_window(qkv, window))
         out = x.new_empty(batch, height, width, self.attn.proj.in_features)
-        for (q_h, q_w), origins in _windows_by_real_size(height, width, window).items():
-            windows = torch.cat([qkv[:, r : r + window, c : c + window] for r, c in origins])
-            attended = self.attn.attend(windows, (q_h, q_w))
+        for (q_h, q_w), origins in groups.items():
+            windows = torch.cat([qkv[:, r : r + q_h, c : c + q_w] for r, c in origins])
+            attended = self.attn.attend_padded_window(windows, window)
             for index, (r, c) in enumerate(origins):
                 out[:, r : r + q_h, c : c + q_w] = attended[index * batch : (index + 1) * batch]
         return self.attn.proj(out)
+
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The official ``Block.forward`` literally: zero-padded windows through the whole attention
+        module, then cropped; the adapter as :meth:`Adapter.reference_forward`. The baseline that
+        tests and ``benchmarks/bench_2d.py`` compare :meth:`forward` with."""
+        shortcut = x
+        x = self.norm1(x)
+        if self.window_size > 0:
+            size = (x.shape[1], x.shape[2])
+            windows, padded = window_partition(x, self.window_size)
+            x = window_unpartition(self.attn(windows), self.window_size, padded, size)
+        else:
+            x = self.attn(x)
+        x = shortcut + x
+        normed = self.norm2(x)
+        if self.has_adapter and not self.bypass_adapter:
+            return x + self.mlp(normed) + self.Adapter.reference_forward(normed)
+        return x + self.mlp(normed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x

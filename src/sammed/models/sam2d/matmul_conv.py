@@ -73,3 +73,49 @@ class MatmulConvTranspose2d(nn.ConvTranspose2d):
         if output_size is not None:
             return super().forward(x, output_size)
         return conv_transpose2d_as_matmul(self, x)
+
+
+def conv2d_channels_last(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv`` on a channels-last (B, H, W, C) map, returned channels-last (B, H', W', C').
+
+    im2col with the kernel taps innermost, so that a column's layout (C_in, kh, kw) is the
+    weight's own: the matmul reads ``conv.weight`` as stored (a transposed view, no copy) and
+    neither the input nor the output is permuted. Same sums as the convolution.
+    """
+    if not _plain(conv) or conv.padding_mode != "zeros":
+        return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    batch, height, width, channels = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
+    out_h, out_w = (height + 2 * ph - kh) // sh + 1, (width + 2 * pw - kw) // sw + 1
+    padded = F.pad(x, (0, 0, pw, pw, ph, ph)) if ph or pw else x
+    taps = [
+        padded[:, i : i + sh * (out_h - 1) + 1 : sh, j : j + sw * (out_w - 1) + 1 : sw]
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    columns = torch.stack(taps, dim=-1).view(batch * out_h * out_w, channels * kh * kw)
+    weight = conv.weight.reshape(conv.out_channels, -1).t()
+    y = columns @ weight if conv.bias is None else torch.addmm(conv.bias, columns, weight)
+    return y.view(batch, out_h, out_w, -1)
+
+
+def conv_transpose2d_channels_last(conv: nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv`` (transposed) on a channels-last (B, H, W, C) map, returned channels-last.
+
+    One matmul paints every input pixel's weighted kernel (``conv.weight`` read as stored), then
+    the painted kernels are summed into the output by one strided add per kernel tap (col2im
+    without leaving channels-last) and the padding is cropped. Same sums as the convolution.
+    """
+    if not _plain(conv) or any(conv.output_padding):
+        return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    batch, height, width, channels = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
+    out_channels = conv.out_channels
+    painted = (x.reshape(-1, channels) @ conv.weight.reshape(channels, -1)).view(batch, height, width, out_channels, kh, kw)
+    full_h, full_w = (height - 1) * sh + kh, (width - 1) * sw + kw
+    full = x.new_zeros(batch, full_h, full_w, out_channels)
+    for i in range(kh):
+        for j in range(kw):
+            full[:, i : i + sh * (height - 1) + 1 : sh, j : j + sw * (width - 1) + 1 : sw] += painted[..., i, j]
+    y = full[:, ph : full_h - ph, pw : full_w - pw]
+    return y if conv.bias is None else y + conv.bias
