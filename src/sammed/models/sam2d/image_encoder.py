@@ -141,11 +141,15 @@ class Attention(nn.Module):
             view = logits.view(rows, q_h, q_w, q_h, q_w)  # the official order: (qk + rel_h) + rel_w
             view.add_(rel_h[:, :, :, :q_h, None])
             view.add_(rel_w[:, :, :, None, :q_w])
-            # log sum over padded (i, j) of exp(Rh[i] + Rw[j]); an empty range's logsumexp is -inf
-            padded_rel = torch.logaddexp(
-                rel_h[..., q_h:].logsumexp(-1) + rel_w.logsumexp(-1),
-                rel_h[..., :q_h].logsumexp(-1) + rel_w[..., q_w:].logsumexp(-1),
-            ).view(rows, tokens, 1)
+            # log sum over padded (i, j) of exp(Rh[i] + Rw[j]): rows below the real block (any
+            # column), plus real rows right of it; no empty reductions (nor in an exported graph)
+            below = rel_h[..., q_h:].logsumexp(-1) + rel_w.logsumexp(-1) if q_h < window else None
+            right = rel_h[..., :q_h].logsumexp(-1) + rel_w[..., q_w:].logsumexp(-1) if q_w < window else None
+            if below is not None and right is not None:
+                padded_rel = torch.logaddexp(below, right)
+            else:
+                padded_rel = below if below is not None else right
+            padded_rel = padded_rel.reshape(rows, tokens, 1)
         else:
             padded_rel = logits.new_full((rows, tokens, 1), math.log(window * window - q_h * q_w))
         padded_logit = scaled @ bias_k.transpose(-2, -1) + padded_rel  # (B * heads, tokens, 1)
