@@ -150,9 +150,11 @@ class Attention(nn.Module):
         return x.transpose(1, 2).reshape(b, n, h * c)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        q = self._separate_heads(self.q_proj(q))
-        k = self._separate_heads(self.k_proj(k))
-        v = self._separate_heads(self.v_proj(v))
+        return self.attend(self.q_proj(q), self.k_proj(k), self.v_proj(v))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` on already projected q, k, v (B, n, internal_dim)."""
+        q, k, v = self._separate_heads(q), self._separate_heads(k), self._separate_heads(v)
         # The official decoder divides after the matmul (the encoder scales q before it).
         attn = (q @ k.permute(0, 1, 3, 2)) / math.sqrt(q.shape[-1])
         out = attn.softmax(dim=-1) @ v
@@ -180,6 +182,7 @@ class TwoWayAttentionBlock(nn.Module):
         self.norm4 = nn.LayerNorm(embedding_dim)
         self.cross_attn_image_to_token = Attention(embedding_dim, num_heads, attention_downsample_rate)
         self.skip_first_layer_pe = skip_first_layer_pe
+        self._image_side_memo: tuple | None = None  # see _image_side (not module state)
 
     def forward(self, queries, keys, query_pe, key_pe) -> tuple[torch.Tensor, torch.Tensor]:
         if self.skip_first_layer_pe:
@@ -189,13 +192,57 @@ class TwoWayAttentionBlock(nn.Module):
             queries = queries + self.self_attn(q=q, k=q, v=queries)
         queries = self.norm1(queries)
 
-        q, k = queries + query_pe, keys + key_pe
-        queries = self.norm2(queries + self.cross_attn_token_to_image(q=q, k=k, v=keys))
+        image_k, image_v, image_q = self._image_side(keys, key_pe)
+        to_image = self.cross_attn_token_to_image
+        queries = self.norm2(queries + to_image.attend(to_image.q_proj(queries + query_pe), image_k, image_v))
         queries = self.norm3(queries + self.mlp(queries))
 
-        q, k = queries + query_pe, keys + key_pe
-        keys = self.norm4(keys + self.cross_attn_image_to_token(q=k, k=q, v=queries))
+        to_token = self.cross_attn_image_to_token
+        attended = to_token.attend(image_q, to_token.k_proj(queries + query_pe), to_token.v_proj(queries))
+        keys = self.norm4(keys + attended)
         return queries, keys
+
+    def _image_side(self, keys: torch.Tensor, key_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The projections of the image tokens that do not depend on the prompt tokens.
+
+        Token->image keys and values and image->token queries read only ``keys`` and ``key_pe``
+        (the official code adds ``keys + key_pe`` twice; once is the same sum). In the first
+        block these are the image embedding plus the no-mask embedding, the same for every
+        prompt on one image, so they are remembered: a call whose ``keys`` and ``key_pe`` are
+        equal (``torch.equal``) to the last call's, with unchanged projection weights, reuses
+        the same projections, i.e. the same numbers. Only when no autograd graph, tracing or
+        compiling is involved.
+        """
+        version = self._image_side_version()
+        memo = self._image_side_memo
+        if version is not None and memo is not None and memo[2] == version:
+            if torch.equal(memo[0], keys) and torch.equal(memo[1], key_pe):
+                return memo[3]
+        with_pe = keys + key_pe
+        projected = (
+            self.cross_attn_token_to_image.k_proj(with_pe),
+            self.cross_attn_token_to_image.v_proj(keys),
+            self.cross_attn_image_to_token.q_proj(with_pe),
+        )
+        if version is not None:  # copies: the caller may reuse its tensors in place later
+            self._image_side_memo = (keys.clone(), key_pe.clone(), version, projected)
+        return projected
+
+    def _image_side_version(self) -> tuple | None:
+        """Identity and version of the projection weights, or None where no memo may be used."""
+        if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return None
+        try:  # inference tensors have no version counter: never remember with such weights
+            return tuple(
+                (tensor.data_ptr(), tensor._version)
+                for layer in self._image_side_layers()
+                for tensor in (layer.weight, layer.bias)
+            )
+        except RuntimeError:
+            return None
+
+    def _image_side_layers(self) -> tuple[nn.Linear, nn.Linear, nn.Linear]:
+        return self.cross_attn_token_to_image.k_proj, self.cross_attn_token_to_image.v_proj, self.cross_attn_image_to_token.q_proj
 
 
 class TwoWayTransformer(nn.Module):
