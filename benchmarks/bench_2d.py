@@ -191,6 +191,11 @@ def main() -> None:
     row = f"{'images/s (+1 box)':20s}" + "".join(f"{1000 / per_image[n]:15.2f}" for n in names)
     row += "".join(f"{per_image['reference'] / per_image[n]:11.2f}x" for n in names[1:])
     print(row)
+    torch_path = "sammed torch"  # issue 18's targets, from the medians above (same process, same repeats)
+    prompts = ", ".join(f"{s.split(': ')[1]} {medians[torch_path][s]:.1f}" for s in stages if s.startswith("prompt"))
+    print(f"targets: {torch_path} images/s = {per_image['reference'] / per_image[torch_path]:.2f}x the reference's "
+          f"(target >= 3x); set_image {medians['reference']['set_image'] / medians[torch_path]['set_image']:.2f}x; "
+          f"prompt ms {prompts} (target <= 10)")
     for prompt_name, results in agreement.items():
         reference = results["reference"]
         for name in names[1:]:

@@ -7,15 +7,18 @@ non-zero relative-position tables and biases, with the literal computation: pad 
 tokens to whole windows, attend over every token, crop; adapters through PyTorch's generic
 Conv2d / ConvTranspose2d (``Block.reference_forward``, the official ``Block.forward``). Padded
 grids (6x6 in windows of 4: four window shapes; 2x2, inside one window) and an unpadded one
-(8x8) are checked, with and without adapters and qkv bias.
+(8x8) are checked, with and without adapters and qkv bias. Also: the SAM-Med2D input is
+resized before it is normalised, bit-identical to the official normalise-then-resize.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from sammed.models.sam2d import transforms
 from sammed.models.sam2d.image_encoder import Block, ImageEncoderViT
 
 TOL = dict(atol=2e-5, rtol=1e-5)
@@ -68,3 +71,12 @@ def test_encoder_equals_the_literal_computation(img_size: int) -> None:
             x = block.reference_forward(x)
         expected = encoder.neck(x.permute(0, 3, 1, 2))
         torch.testing.assert_close(encoder(image), expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(512, 512), (37, 300), (256, 256), (1000, 70)])
+def test_direct_resize_input_is_bit_identical_to_normalise_then_resize(shape: tuple[int, int]) -> None:
+    image = np.random.default_rng(shape[0]).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    mean, std = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
+    official = transforms.resize_nearest(transforms.normalize(image, mean, std), (256, 256))
+    ours = transforms.prepare_direct_resize(image, 256, mean, std)
+    assert torch.equal(ours, transforms.to_batch_tensor(official))

@@ -120,8 +120,12 @@ def resize_nearest(x: np.ndarray, size: Size2) -> np.ndarray:
 def prepare_direct_resize(
     image: np.ndarray, size: int, mean: tuple[float, ...], std: tuple[float, ...]
 ) -> torch.Tensor:
-    """SAM-Med2D predictor input: normalise in float32, then nearest resize -> (1, 3, S, S)."""
-    return to_batch_tensor(resize_nearest(normalize(image, mean, std), (size, size)))
+    """SAM-Med2D predictor input: normalise in float32, then nearest resize -> (1, 3, S, S).
+
+    Computed in the other order, with the same numbers: a nearest resize only selects pixels and
+    the normalisation is per pixel, so selecting first normalises S*S pixels instead of H*W.
+    """
+    return to_batch_tensor(normalize(resize_nearest(image, (size, size)), mean, std))
 
 
 def prepare_dataset_input(
