@@ -43,6 +43,7 @@ def test_repeated_prompts_on_one_image_give_the_fresh_numbers() -> None:
         model(image, pe, tokens)
         remembered = model.layers[0]._image_side_memo
         assert remembered is not None
+        assert model.layers[1]._image_side_memo is None  # its image tokens depend on the prompt
         for seed in (1, 2):
             other_tokens = inputs(seed)[2]
             assert_same(model(image, pe, other_tokens), fresh(image, pe, other_tokens))

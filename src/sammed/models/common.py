@@ -229,7 +229,12 @@ class TwoWayAttentionBlock(nn.Module):
         return projected
 
     def _image_side_version(self) -> tuple | None:
-        """Identity and version of the projection weights, or None where no memo may be used."""
+        """Identity and version of the projection weights, or None where no memo may be used.
+
+        Only the first block remembers: later blocks read image tokens that the prompt changed.
+        """
+        if not self.skip_first_layer_pe:
+            return None
         if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
             return None
         try:  # inference tensors have no version counter: never remember with such weights
