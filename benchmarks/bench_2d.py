@@ -52,12 +52,16 @@ def reference_encoder(encoder, x: torch.Tensor) -> torch.Tensor:
 
 
 def with_generic_convolutions(model):
-    """A copy of ``model`` whose matmul-backed convolutions are PyTorch's own modules again."""
+    """A copy of ``model`` whose matmul-backed convolutions are PyTorch's own modules again and
+    whose decoder recomputes every projection at every prompt (no remembered image side)."""
+    from sammed.models.common import TwoWayAttentionBlock
     from sammed.models.sam2d.matmul_conv import MatmulConv2d, MatmulConvTranspose2d
 
     reference = copy.deepcopy(model)
     for module in reference.modules():
-        if isinstance(module, MatmulConv2d):
+        if isinstance(module, TwoWayAttentionBlock):
+            module.remember_image_side = False
+        elif isinstance(module, MatmulConv2d):
             module.__class__ = torch.nn.Conv2d
         elif isinstance(module, MatmulConvTranspose2d):
             module.__class__ = torch.nn.ConvTranspose2d

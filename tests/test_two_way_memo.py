@@ -78,3 +78,12 @@ def test_no_memo_with_autograd() -> None:
     assert model.layers[0]._image_side_memo is None
     (queries.sum() + keys.sum()).backward()
     assert model.layers[0].cross_attn_token_to_image.k_proj.weight.grad is not None
+
+
+def test_a_block_told_not_to_remember_does_not() -> None:
+    model = transformer()
+    model.layers[0].remember_image_side = False
+    image, pe, tokens = inputs(0)
+    with torch.inference_mode():
+        model(image, pe, tokens)
+    assert model.layers[0]._image_side_memo is None

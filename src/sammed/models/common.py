@@ -182,7 +182,10 @@ class TwoWayAttentionBlock(nn.Module):
         self.norm4 = nn.LayerNorm(embedding_dim)
         self.cross_attn_image_to_token = Attention(embedding_dim, num_heads, attention_downsample_rate)
         self.skip_first_layer_pe = skip_first_layer_pe
-        self._image_side_memo: tuple | None = None  # see _image_side (not module state)
+        # Only the first block remembers (see _image_side): later blocks read image tokens that
+        # the prompt changed. Switched off for literal baselines (benchmarks/bench_2d.py).
+        self.remember_image_side = skip_first_layer_pe
+        self._image_side_memo: tuple | None = None  # not module state
 
     def forward(self, queries, keys, query_pe, key_pe) -> tuple[torch.Tensor, torch.Tensor]:
         if self.skip_first_layer_pe:
@@ -229,11 +232,8 @@ class TwoWayAttentionBlock(nn.Module):
         return projected
 
     def _image_side_version(self) -> tuple | None:
-        """Identity and version of the projection weights, or None where no memo may be used.
-
-        Only the first block remembers: later blocks read image tokens that the prompt changed.
-        """
-        if not self.skip_first_layer_pe:
+        """Identity and version of the projection weights, or None where no memo may be used."""
+        if not self.remember_image_side:
             return None
         if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
             return None
