@@ -4,7 +4,8 @@ Only data that may be redistributed is used (licences in the model card). Source
 except ``shared/data`` (a missing package is skipped with a message):
 
 * ``shared/data``: TotalSegmentator example CT with its model-generated label map, Spine Generic
-  T2w with the manual cord mask (the T1w goes to validation, the T2*w is held out);
+  T2w with the manual cord mask (the T1w goes to validation, the T2*w is held out); the dcmqi
+  3-slice CT with hand-drawn liver, spine and heart (validation);
 * Debian ``mricron-data``: Colin27 (``ch2``) T1 with its brain mask and the AAL and Brodmann atlases;
 * Debian ``insighttoolkit5-examples``: a T1 head MRI with its k-means tissue classes;
 * Debian ``invesalius-examples``: a head CT with bone and soft-tissue masks (validation);
@@ -214,6 +215,13 @@ def build_demo_dataset(
         ("val_spine", "spinet1w", read_image(spine / "sub-unf01_T1w.nii.gz"),
          read_image(spine / "sub-unf01_T1w_seg-manual.nii.gz").array > 0.5, {"1": "spinal_cord"}, "MRI"),
     ]
+    ct3 = shared_data / "dcmqi_ct3slice"
+    if (ct3 / "ct-3slice").is_dir():
+        slab = read_image(ct3 / "ct-3slice")
+        organs = np.zeros(slab.shape, dtype=np.uint8)
+        for value, name in ((3, "heart"), (1, "liver"), (2, "spine")):
+            organs[read_image(ct3 / f"{name}_seg.nrrd").array > 0] = value
+        splits.append(("val_ct3slice", "dcmqict", slab, organs, {"1": "liver", "2": "spine", "3": "heart"}, "CT"))
     if invesalius.is_file():
         head_ct, masks = read_invesalius_project(invesalius)
         labels = np.zeros(head_ct.shape, dtype=np.uint8)

@@ -22,7 +22,7 @@ from sammed.evaluation.baselines import BASELINES, BaselineClicksProtocol
 from sammed.io import read_image
 
 HELD_OUT = ("heldout_ct", "heldout_mr", "heldout_spine")
-VALIDATION = ("val_headct", "val_spine", "val_synth1000", "val_synth1001")
+VALIDATION = ("val_ct3slice", "val_headct", "val_spine", "val_synth1000", "val_synth1001")
 SPLITS = {"heldout": HELD_OUT, "validation": VALIDATION}
 CLICKS = 5
 SEED = 233
@@ -52,7 +52,7 @@ def evaluate_method(method_name: str, model, folder: Path, out: Path, min_volume
 
 def dice_table(rows_by_method: dict[str, dict[str, list[dict]]]) -> str:
     """Markdown: one line per (held-out folder, method) and a pooled line per method."""
-    lines = ["| held-out set | targets | method | " + " | ".join(f"Dice @{k}" for k in REPORTED_CLICKS) + " |",
+    lines = ["| set | targets | method | " + " | ".join(f"Dice @{k}" for k in REPORTED_CLICKS) + " |",
              "|---|---|---|" + "---|" * len(REPORTED_CLICKS)]
     pooled: dict[str, list[dict]] = {}
     for method, by_folder in rows_by_method.items():
