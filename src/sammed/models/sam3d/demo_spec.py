@@ -61,7 +61,7 @@ DEMO_SPEC = register(
         source_url="bundled with sammed (sammed/data)",
         bundled_path=DEMO_WEIGHTS,
         license="Apache-2.0 (weights); training data licences in the model card",
-        sha256="0d46ce57cd306e6d5bb7b8f4e95359d03abbb8b5d737dd4a0036328a6fa6a2f5",
+        sha256="4ff11f16029f50eb537cad12b350480b342a2b7f24cc626ef9cd2ecb2ed0864a",
         citation="sammed model card: sammed/data/MODEL_CARD_sammed-demo-3d.md",
     )
 )
