@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sammed.geometry import RoiGrid
+from sammed.geometry import RoiGrid, ijk_from_zyx
 from sammed.inference.roi import paste_window_mask
 from sammed.io.image import Geometry
 
@@ -220,7 +220,7 @@ def _tight(out: np.ndarray, axes, ranges) -> tuple[tuple[slice, ...] | None, np.
         slice(axes[t].first + ranges[t][0] + bounds[2 - t][0], axes[t].first + ranges[t][0] + bounds[2 - t][1])
         for t in range(3)
     )
-    return region, crop.transpose(2, 1, 0)
+    return region, ijk_from_zyx(crop)
 
 
 def plan_for(roi: RoiGrid, target: Geometry, low_res_size: int) -> WindowPastePlan | None:
