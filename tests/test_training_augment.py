@@ -92,6 +92,21 @@ def test_item_weights_give_pseudo_objects_their_share_and_balance_cases():
     assert weights[100] == pytest.approx(big / np.sqrt(100))  # 1/sqrt(n) per item: the big case weighs sqrt(100) x
 
 
+def test_size_exponent_draws_large_masks_more_often_within_each_group():
+    items = [Item("ct", 1), Item("ct", 2), Item("ct", 3), Item("ct__svfine", 1), Item("ct__svfine", 2)]
+    voxels = [100, 400, 10_000, 50, 5000]
+    flat = item_weights(items, 0.25, voxels, 0.0).numpy()
+    assert flat[0] == pytest.approx(flat[2])
+    weights = item_weights(items, 0.25, voxels, 0.5).numpy()
+    assert weights[:3].sum() == pytest.approx(0.75) and weights[3:].sum() == pytest.approx(0.25)  # shares kept
+    assert weights[2] / weights[0] == pytest.approx(10.0)  # sqrt(10000 / 100)
+    assert weights[4] / weights[3] == pytest.approx(10.0)
+    uniform = item_weights(items, None, voxels, 1.0).numpy()  # no pseudo share: one pool
+    assert uniform.sum() == pytest.approx(1.0) and uniform[2] / uniform[0] == pytest.approx(100.0)
+    with pytest.raises(ValueError):
+        item_weights(items, 0.25, None, 0.5)
+
+
 def test_augmented_windows_keep_the_first_click_on_the_target(tmp_path: Path, data_dir: Path):
     ts = data_dir / "totalsegmentator_examples"
     image = read_image(ts / "example_ct_sm.nii.gz")
@@ -117,6 +132,8 @@ def test_config_validates_the_new_options():
         TrainConfig(scale_range=(2.0, 1.0))
     with pytest.raises(TrainingConfigError):
         TrainConfig(pseudo_fraction=1.5)
+    with pytest.raises(TrainingConfigError):
+        TrainConfig(size_exponent=-0.5)
     config = TrainConfig(scale_range=(0.7, 1.5), pseudo_fraction=0.4)
     assert TrainConfig.from_dict(config.to_dict()) == config
 

@@ -46,6 +46,7 @@ non_negative_int = bounded(int, 0)
 positive_float = bounded(float, 0, low_open=True)
 non_negative_float = bounded(float, 0)
 probability = bounded(float, 0, 1)
+size_exponent = bounded(float, 0, 2)
 port_number = bounded(int, 1, 65535)
 
 

@@ -15,6 +15,7 @@ from sammed.cli.options import (
     positive_int,
     probability,
     scale_range,
+    size_exponent,
 )
 from sammed.errors import SammedError
 
@@ -81,6 +82,9 @@ def register(commands) -> None:
     train.add_argument("--pseudo-fraction", type=probability,
                        help="share of windows drawn from pseudo-object cases (ids with '__', see demo_data); "
                             "real cases are balanced (default: uniform over all items)")
+    train.add_argument("--size-exponent", type=size_exponent, metavar="A",
+                       help="draw items in proportion to (mask voxels / median) ** A within real and pseudo groups, "
+                            "so large organs are seen more often (0-2, default 0: size-blind)")
     train.add_argument("--classes", type=int_list, metavar="V1,V2", help="label values to train on (default: all)")
     train.add_argument("--min-voxels", type=non_negative_int, help="skip class masks with at most this many voxels (default 1000)")
     train.add_argument("--workers", type=non_negative_int, help="data-loader processes per training process (default 2)")
@@ -145,6 +149,7 @@ def _run_train(args: argparse.Namespace, spec) -> int:
         permute_probability=args.permute_probability,
         intensity_probability=args.intensity_probability,
         pseudo_fraction=args.pseudo_fraction,
+        size_exponent=args.size_exponent,
         classes=args.classes,
         num_workers=args.workers,
         amp=False if args.no_amp else None,

@@ -49,6 +49,7 @@ class TrainConfig:
     permute_probability: float = 0.0  # random axis permutation (orientation augmentation)
     intensity_probability: float = 0.0  # gamma, noise, bias field, contrast scale (each with this probability)
     pseudo_fraction: float | None = None  # share of draws from pseudo-object cases (``*__*``); None: uniform over items
+    size_exponent: float = 0.0  # >0: draw items in proportion to (mask voxels / median) ** this (large organs more often)
     seed: int = 2023
     stage: int = 1
     init_checkpoint: str | None = None  # fine-tune from these weights (stage 2, or any checkpoint)
@@ -72,6 +73,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise TrainingConfigError(f"{name.replace('_', '-')} must lie in [0, 1], got {value}")
+        if not 0.0 <= self.size_exponent <= 2.0:
+            raise TrainingConfigError(f"size-exponent must lie in [0, 2], got {self.size_exponent}")
         if self.stage == 2 and not self.init_checkpoint:
             raise TrainingConfigError("stage 2 fine-tunes a stage-1 model: give --checkpoint")
 

@@ -256,15 +256,30 @@ class Augmentations:
         return torch.as_tensor(out, dtype=torch.float32)
 
 
-def item_weights(items: list[Item], pseudo_fraction: float) -> torch.Tensor:
+def item_weights(items: list[Item], pseudo_fraction: float | None, voxels: list[int] | None = None,
+                 size_exponent: float = 0.0) -> torch.Tensor:
     """Sampling weight per item: pseudo-object items (case ids ``*__*``) get ``pseudo_fraction``
-    of the draws, real labels the rest; within each group, a case with ``n`` items weighs each
-    ``1 / sqrt(n)``, so atlases with a hundred parcels do not crowd out scans with a few organs."""
+    of the draws, real labels the rest (``None``: each group in proportion to its weights);
+    within each group, a case with ``n`` items weighs each ``1 / sqrt(n)``, so atlases with a
+    hundred parcels do not crowd out scans with a few organs.
+
+    ``size_exponent`` > 0 also multiplies each item by ``(voxels / median voxels) ** size_exponent``
+    within its group: a scan's few large organs (liver, lungs) are otherwise drawn as rarely as
+    each of its dozens of small ones, and a small model then learns to under-segment them."""
     per_case: dict[str, int] = {}
     for item in items:
         per_case[item.case_id] = per_case.get(item.case_id, 0) + 1
     raw = np.array([1.0 / np.sqrt(per_case[item.case_id]) for item in items])
     pseudo = np.array(["__" in item.case_id for item in items])
+    if size_exponent:
+        if voxels is None or len(voxels) != len(items):
+            raise ValueError("size_exponent needs one voxel count per item")
+        counts = np.maximum(np.asarray(voxels, dtype=float), 1.0)
+        for group in (pseudo, ~pseudo):
+            if group.any():
+                raw[group] *= (counts[group] / np.median(counts[group])) ** size_exponent
+    if pseudo_fraction is None:
+        return torch.as_tensor(raw / raw.sum(), dtype=torch.double)
     weights = np.zeros(len(items))
     for mask, share in ((pseudo, pseudo_fraction), (~pseudo, 1.0 - pseudo_fraction)):
         if mask.any():
@@ -272,6 +287,11 @@ def item_weights(items: list[Item], pseudo_fraction: float) -> torch.Tensor:
     if weights.sum() == 0:
         weights[:] = 1.0
     return torch.as_tensor(weights, dtype=torch.double)
+
+
+def item_voxels(manifest: dict, items: list[Item]) -> list[int]:
+    """Each item's mask size in voxels at the cache spacing (from the cache manifest)."""
+    return [int(manifest["cases"][item.case_id]["classes"][str(item.class_id)]) for item in items]
 
 
 class WindowDataset(Dataset):

@@ -37,6 +37,7 @@ from sammed.training.dataset import (
     WindowDataset,
     build_cache,
     find_nnunet_cases,
+    item_voxels,
     item_weights,
     list_items,
 )
@@ -151,10 +152,11 @@ def _train(config, data_dir: Path, out_dir: Path, cache_dir, resume: bool, conte
                                                   config.intensity_probability))
     if context.is_distributed:
         sampler = DistributedSampler(dataset, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=config.seed)
-    elif config.pseudo_fraction is not None:
+    elif config.pseudo_fraction is not None or config.size_exponent:
         # An "epoch" stays the number of real items (pseudo-objects would make it thousands of draws).
         real = sum("__" not in item.case_id for item in items) or len(items)
-        sampler = WeightedRandomSampler(item_weights(items, config.pseudo_fraction), num_samples=real, replacement=True,
+        weights = item_weights(items, config.pseudo_fraction, item_voxels(manifest, items), config.size_exponent)
+        sampler = WeightedRandomSampler(weights, num_samples=real, replacement=True,
                                         generator=torch.Generator().manual_seed(config.seed))
     else:
         sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(config.seed))
