@@ -327,6 +327,9 @@ def main() -> None:
             row += "".join(f"{ref / col.get(stage, float('nan')):11.1f}x" for name, col in columns.items()
                            if name != "reference")
         print(row)
+    for name, col in columns.items():  # issue 18's targets are in GEMM units (the unit above, same process)
+        print(f"{name}: first click {col.get('first click', float('nan')) / unit:.2f} GEMM units, "
+              f"refinement click {col.get('refinement click', float('nan')) / unit:.3f}")
 
 
 if __name__ == "__main__":

@@ -222,6 +222,32 @@ def test_interaction_feeds_clicks_and_masks_and_trains_both_parts():
     assert model.mask_decoder.iou_token.weight.grad is not None
 
 
+def test_first_round_weight_scales_only_the_one_click_round():
+    model = _small_model().eval()
+    image = torch.randn(1, 1, 32, 32, 32)
+    target = torch.zeros(1, 1, 32, 32, 32)
+    target[:, :, 8:20, 10:24, 6:18] = 1
+    losses = []
+
+    def recording_loss(logits, truth):
+        value = dice_ce_loss()(logits, truth)
+        losses.append(float(value))
+        return value
+
+    def run(weight: float) -> float:
+        losses.clear()
+        with torch.no_grad():
+            result = run_interaction(model, image, target, recording_loss, num_clicks=3, rng=np.random.RandomState(4),
+                                     mask_only_round_range=(1, 2), first_round_weight=weight)
+        return float(result.loss)
+
+    plain = run(1.0)
+    per_round = list(losses)
+    assert plain == pytest.approx(sum(per_round), rel=1e-5)
+    assert run(3.0) == pytest.approx(3 * per_round[0] + sum(per_round[1:]), rel=1e-5)
+    assert losses == pytest.approx(per_round, rel=1e-5)  # same clicks, same masks: only the weighting changed
+
+
 def test_interaction_decodes_every_valid_target_from_one_encoder_pass():
     model = _small_model()
     image = torch.randn(2, 1, 32, 32, 32)

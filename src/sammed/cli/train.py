@@ -82,6 +82,8 @@ def register(commands) -> None:
     train.add_argument("--pseudo-fraction", type=probability,
                        help="share of windows drawn from pseudo-object cases (ids with '__', see demo_data); "
                             "real cases are balanced (default: uniform over all items)")
+    train.add_argument("--first-round-weight", type=positive_float, metavar="W",
+                       help="weight of the one-click round in the loss summed over click rounds (default 1, the official sum)")
     train.add_argument("--size-exponent", type=size_exponent, metavar="A",
                        help="draw items in proportion to (mask voxels / median) ** A within real and pseudo groups, "
                             "so large organs are seen more often (0-2, default 0: size-blind)")
@@ -150,6 +152,7 @@ def _run_train(args: argparse.Namespace, spec) -> int:
         intensity_probability=args.intensity_probability,
         pseudo_fraction=args.pseudo_fraction,
         size_exponent=args.size_exponent,
+        first_round_weight=args.first_round_weight,
         classes=args.classes,
         num_workers=args.workers,
         amp=False if args.no_amp else None,

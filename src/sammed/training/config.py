@@ -8,6 +8,7 @@ can be stored inside a checkpoint that the safe loader (``weights_only``) reads.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from sammed.errors import SammedError
@@ -35,6 +36,7 @@ class TrainConfig:
     gamma: float = 0.1
     num_clicks: int = 11  # interaction rounds per sample
     mask_only_round_range: tuple[int, int] = (2, 9)  # one round drawn in [low, high) gets no click
+    first_round_weight: float = 1.0  # loss weight of the one-click round (1: the official plain sum over rounds)
     multi_click: bool = True  # feed all clicks so far (as inference does); official default: newest only
     amp: bool = True  # bf16 autocast on CPU, fp16 + GradScaler on CUDA
     num_workers: int = 2
@@ -73,6 +75,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise TrainingConfigError(f"{name.replace('_', '-')} must lie in [0, 1], got {value}")
+        if not (math.isfinite(self.first_round_weight) and self.first_round_weight > 0):
+            raise TrainingConfigError(f"first-round-weight must be positive, got {self.first_round_weight}")
         if not 0.0 <= self.size_exponent <= 2.0:
             raise TrainingConfigError(f"size-exponent must lie in [0, 2], got {self.size_exponent}")
         if self.stage == 2 and not self.init_checkpoint:

@@ -77,6 +77,7 @@ def run_interaction(
     multi_click: bool = True,
     target_valid: torch.Tensor | None = None,
     first_clicks: torch.Tensor | None = None,
+    first_round_weight: float = 1.0,
 ) -> InteractionResult:
     """Encode ``image`` (B,1,S,S,S) once and run the click rounds; the loss is summed over rounds.
 
@@ -85,6 +86,8 @@ def run_interaction(
     its window's embedding, so one encoder pass serves K decoder sessions. ``first_clicks``
     ``(B, K, 3)`` gives a target's first (positive) click where finite, e.g. the window centre
     when windows are centred on the click as at inference; NaN rows draw it as usual.
+    ``first_round_weight`` scales the first round's loss (1: the official plain sum): the
+    one-click mask is what a user sees first, and with seven rounds it is a seventh of the loss.
     """
     core = model
     embedding = core.image_encoder(image)
@@ -119,7 +122,8 @@ def run_interaction(
             point_coords, point_labels = coords, labels
         low_res, _ = core.predict_low_res(embedding, point_coords, point_labels, mask_input)
         logits = core.upscale_logits(low_res)
-        loss = loss + loss_fn(logits.float(), target)
+        round_loss = loss_fn(logits.float(), target)
+        loss = loss + (first_round_weight * round_loss if round_index == 0 else round_loss)
         mask_input = low_res.detach()
         dices.append(batch_dice(logits, target))
     return InteractionResult(loss=loss, dice_per_round=dices, final_logits=logits.detach())
@@ -133,18 +137,20 @@ class InteractiveTraining(nn.Module):
     ``self.model`` is the bare network whose ``state_dict`` goes into checkpoints.
     """
 
-    def __init__(self, model: nn.Module, loss_fn: nn.Module, num_clicks: int, mask_only_round_range: tuple[int, int], multi_click: bool) -> None:
+    def __init__(self, model: nn.Module, loss_fn: nn.Module, num_clicks: int, mask_only_round_range: tuple[int, int],
+                 multi_click: bool, first_round_weight: float = 1.0) -> None:
         super().__init__()
         self.model = model
         self.loss_fn = loss_fn
         self.num_clicks = num_clicks
         self.mask_only_round_range = tuple(mask_only_round_range)
         self.multi_click = multi_click
+        self.first_round_weight = first_round_weight
 
     def forward(self, image: torch.Tensor, target: torch.Tensor, rng: np.random.RandomState,
                 target_valid: torch.Tensor | None = None, first_clicks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         result = run_interaction(
             self.model, image, target, self.loss_fn, self.num_clicks, rng, self.mask_only_round_range, self.multi_click,
-            target_valid, first_clicks,
+            target_valid, first_clicks, self.first_round_weight,
         )
         return result.loss, torch.tensor(result.dice_per_round)

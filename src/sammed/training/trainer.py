@@ -176,7 +176,8 @@ def _train(config, data_dir: Path, out_dir: Path, cache_dir, resume: bool, conte
     scheduler = build_scheduler(optimizer, config)
     use_scaler = config.amp and context.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
-    module = InteractiveTraining(network, dice_ce_loss(), config.num_clicks, config.mask_only_round_range, config.multi_click)
+    module = InteractiveTraining(network, dice_ce_loss(), config.num_clicks, config.mask_only_round_range, config.multi_click,
+                                 config.first_round_weight)
     if context.is_distributed:
         ids = [context.device.index] if context.device.type == "cuda" else None
         # find_unused_parameters: e.g. no_mask_embed is never used (a mask prompt is always fed).
