@@ -51,8 +51,8 @@ DEMO_SPEC = register(
         dims=3,
         description=(
             "sammed's own small SAM-Med3D-architecture model (64^3 window at 3 mm, 8^3 patches, width "
-            "128, depth 4), bundled, works offline. Trained 43 min on a 2-core CPU: held-out Dice "
-            "0.20 / 0.27 / 0.32 after 1 / 3 / 5 clicks (model card); a demo, not a clinical tool"
+            "128, depth 4), bundled, works offline. Trained 43 + 57 min on a 2-core CPU: held-out Dice "
+            "0.22 / 0.34 / 0.39 after 1 / 3 / 5 clicks (model card); a demo, not a clinical tool"
         ),
         config=DEMO_CONFIG,
         builder=Ref("sammed.models.sam3d.demo_model:build_demo_model"),
