@@ -81,7 +81,8 @@ def register(commands) -> None:
                        help="probability of each intensity augmentation: gamma, noise, bias field, contrast (default 0)")
     train.add_argument("--pseudo-fraction", type=probability,
                        help="share of windows drawn from pseudo-object cases (ids with '__', see demo_data); "
-                            "real cases are balanced (default: uniform over all items)")
+                            "real cases are balanced (default: uniform over all items; with --size-exponent, case-balanced "
+                            "and size-weighted)")
     train.add_argument("--first-round-weight", type=positive_float, metavar="W",
                        help="weight of the one-click round in the loss summed over click rounds (default 1, the official sum)")
     train.add_argument("--size-exponent", type=size_exponent, metavar="A",
