@@ -12,7 +12,7 @@ import torch
 from sammed.io import read_image
 from sammed.io.writers import write_image
 from sammed.training import TrainConfig, TrainingConfigError, WindowDataset, build_cache
-from sammed.training.dataset import Augmentations, Item, item_weights, list_items, rescale_window
+from sammed.training.dataset import Augmentations, Item, TrainingDataError, item_weights, list_items, rescale_window
 from sammed.training.demo_data import INVESALIUS_EXAMPLE, read_invesalius_project
 from sammed.training.pseudo_objects import body_mask, homogeneous_regions, pseudo_object_maps, supervoxels
 
@@ -105,6 +105,23 @@ def test_size_exponent_draws_large_masks_more_often_within_each_group():
     assert uniform.sum() == pytest.approx(1.0) and uniform[2] / uniform[0] == pytest.approx(100.0)
     with pytest.raises(ValueError):
         item_weights(items, 0.25, None, 0.5)
+
+
+def test_exclude_cases_leaves_out_matching_cases_and_refuses_a_pattern_that_matches_none():
+    manifest = {"cases": {
+        "ct": {"classes": {"1": 500, "2": 900}},
+        "ct__svfine": {"classes": {"1": 300}},
+        "ct__otsu3": {"classes": {"1": 4000}},
+        "mr__svcoarse": {"classes": {"3": 2000}},
+    }}
+    kept = list_items(manifest, 100, exclude_cases=("*__svfine", "*__svcoarse"))
+    assert [(i.case_id, i.class_id) for i in kept] == [("ct", 1), ("ct", 2), ("ct__otsu3", 1)]
+    assert len(list_items(manifest, 100)) == 5
+    with pytest.raises(TrainingDataError, match="svfnie"):
+        list_items(manifest, 100, exclude_cases=("*__svfnie",))
+    with pytest.raises(TrainingDataError):  # nothing left to train on
+        list_items(manifest, 100, exclude_cases=("*",))
+    assert TrainConfig.from_dict(TrainConfig(exclude_cases=("*__sv*",)).to_dict()).exclude_cases == ("*__sv*",)
 
 
 def test_augmented_windows_keep_the_first_click_on_the_target(tmp_path: Path, data_dir: Path):

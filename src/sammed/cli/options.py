@@ -61,6 +61,14 @@ def scale_range(text: str) -> tuple[float, float]:
     return low, high
 
 
+def pattern_list(text: str) -> tuple[str, ...]:
+    """``"*__svfine,*__svcoarse"`` -> two shell patterns; at least one, none empty."""
+    values = tuple(v.strip() for v in text.split(","))
+    if not values or any(not v for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated patterns, got {text!r}")
+    return values
+
+
 def int_list(text: str) -> tuple[int, ...]:
     """``"120,180"`` -> (120, 180); at least one value."""
     try:

@@ -11,6 +11,7 @@ from sammed.cli.options import (
     int_list,
     non_negative_float,
     non_negative_int,
+    pattern_list,
     positive_float,
     positive_int,
     probability,
@@ -89,6 +90,8 @@ def register(commands) -> None:
                        help="draw items in proportion to (mask voxels / median) ** A within real and pseudo groups, "
                             "so large organs are seen more often (0-2, default 0: size-blind)")
     train.add_argument("--classes", type=int_list, metavar="V1,V2", help="label values to train on (default: all)")
+    train.add_argument("--exclude-cases", type=pattern_list, metavar="PATTERN[,PATTERN]",
+                       help="leave out cases whose id matches a shell pattern, e.g. '*__svfine,*__svcoarse'")
     train.add_argument("--min-voxels", type=non_negative_int, help="skip class masks with at most this many voxels (default 1000)")
     train.add_argument("--workers", type=non_negative_int, help="data-loader processes per training process (default 2)")
     train.add_argument("--no-amp", action="store_true", help="full float32 (default: bf16 autocast on CPU, fp16 on CUDA)")
@@ -155,6 +158,7 @@ def _run_train(args: argparse.Namespace, spec) -> int:
         size_exponent=args.size_exponent,
         first_round_weight=args.first_round_weight,
         classes=args.classes,
+        exclude_cases=args.exclude_cases,
         num_workers=args.workers,
         amp=False if args.no_amp else None,
         seed=args.seed,

@@ -42,6 +42,7 @@ class TrainConfig:
     num_workers: int = 2
     min_label_voxels: int = 1000  # official: resample another item if label.sum() <= 1000
     classes: tuple[int, ...] | None = None  # label values to train on (None: all)
+    exclude_cases: tuple[str, ...] = ()  # shell patterns of case ids left out (e.g. ``*__svfine``)
     max_shift_fraction: float = 0.25  # random window offset, as a fraction of the window size
     flip_probability: float = 0.5  # RandomFlip per axis (the spec's only augmentation)
     slab_probability: float = 0.0  # >0: keep only a random 8-32 plane slab (limited-coverage scans)

@@ -13,6 +13,7 @@ Each (case, class) pair with enough voxels is one item with a binary target (the
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 from dataclasses import dataclass, replace
@@ -148,12 +149,20 @@ class Item:
     class_id: int
 
 
-def list_items(manifest: dict, min_voxels: int, classes: set[int] | None = None) -> list[Item]:
-    """(case, class) pairs whose mask has more than ``min_voxels`` voxels at the cache spacing."""
+def list_items(manifest: dict, min_voxels: int, classes: set[int] | None = None,
+               exclude_cases: tuple[str, ...] = ()) -> list[Item]:
+    """(case, class) pairs whose mask has more than ``min_voxels`` voxels at the cache spacing,
+    from cases whose id matches none of the ``exclude_cases`` shell patterns. A pattern that
+    matches no case is refused: a typo would otherwise silently train on everything."""
+    case_ids = sorted(manifest["cases"])
+    for pattern in exclude_cases:
+        if not any(fnmatch.fnmatchcase(case_id, pattern) for case_id in case_ids):
+            raise TrainingDataError(f"--exclude-cases {pattern!r} matches no case of the dataset")
+    kept = [c for c in case_ids if not any(fnmatch.fnmatchcase(c, pattern) for pattern in exclude_cases)]
     items = [
         Item(case_id, int(value))
-        for case_id, entry in sorted(manifest["cases"].items())
-        for value, count in sorted(entry["classes"].items(), key=lambda kv: int(kv[0]))
+        for case_id in kept
+        for value, count in sorted(manifest["cases"][case_id]["classes"].items(), key=lambda kv: int(kv[0]))
         if count > min_voxels and (classes is None or int(value) in classes)
     ]
     if not items:

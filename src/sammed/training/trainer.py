@@ -144,7 +144,8 @@ def _train(config, data_dir: Path, out_dir: Path, cache_dir, resume: bool, conte
         build_cache(data_dir, cache_dir, spacing)
     context.barrier()
     manifest = json.loads((cache_dir / MANIFEST).read_text())
-    items = list_items(manifest, config.min_label_voxels, set(config.classes) if config.classes else None)
+    items = list_items(manifest, config.min_label_voxels, set(config.classes) if config.classes else None,
+                       tuple(config.exclude_cases))
     dataset = WindowDataset(cache_dir, items, window, config.max_shift_fraction, config.flip_probability,
                             max_cached_cases=64, targets_per_window=config.targets_per_window,
                             slab_probability=config.slab_probability, centre_on_click=config.centre_on_click,
