@@ -13,13 +13,16 @@ demo model's 3 mm). The table reports mean Dice over (volume, class) targets aft
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 
+from sammed.errors import SammedError
 from sammed.evaluation import EvalSettings, load_dataset, resolve_protocol, run_evaluation
 from sammed.evaluation.baselines import BASELINES, BaselineClicksProtocol
 from sammed.io import read_image
+from sammed.io.atomic import write_text_atomic
 
 HELD_OUT = ("heldout_ct", "heldout_mr", "heldout_spine")
 VALIDATION = ("val_ct3slice", "val_headct", "val_spine", "val_synth1000", "val_synth1001")
@@ -73,7 +76,8 @@ def _line(folder: str, method: str, rows: list[dict]) -> str:
     return f"| {folder} | {targets} | {method} | " + " | ".join(cells) + " |"
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    """Exit status 0, or 2 with one line for a user mistake (unknown method, missing folders or weights)."""
     parser = argparse.ArgumentParser(description="Dice at 1/3/5 clicks of sammed-demo-3d and classical baselines.")
     parser.add_argument("data", type=Path, help="folder written by sammed.training.demo_data")
     parser.add_argument("--out", type=Path, required=True)
@@ -83,17 +87,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", choices=sorted(SPLITS), default="heldout",
                         help="validation: choose checkpoints on val_*; heldout: the model card's figures (default)")
     args = parser.parse_args(argv)
-    folders = [f for f in SPLITS[args.split] if (args.data / f).is_dir()]
-    from sammed.models import build_model
+    from sammed.models import build_model, get_model_spec
 
-    results: dict[str, dict[str, list[dict]]] = {}
-    for method in args.methods.split(","):
-        model = BASELINES[method]() if method in BASELINES else build_model(method, checkpoint=args.checkpoint)
-        results[method] = {f: evaluate_method(method, model, args.data / f, args.out, args.min_volume_ml) for f in folders}
+    try:
+        methods = args.methods.split(",")
+        for method in methods:
+            if method not in BASELINES:
+                get_model_spec(method)  # an unknown name fails here, before any work
+        folders = [f for f in SPLITS[args.split] if (args.data / f).is_dir()]
+        if not folders:
+            raise SammedError(f"no {args.split} folders ({', '.join(SPLITS[args.split])}) in {args.data}")
+        results: dict[str, dict[str, list[dict]]] = {}
+        for method in methods:
+            model = BASELINES[method]() if method in BASELINES else build_model(method, checkpoint=args.checkpoint)
+            results[method] = {f: evaluate_method(method, model, args.data / f, args.out, args.min_volume_ml) for f in folders}
+    except SammedError as error:
+        print(f"demo_eval: error: {error}", file=sys.stderr)
+        return 2
     table = dice_table(results)
-    (args.out / f"dice_table_{args.split}.md").write_text(table + "\n")
+    write_text_atomic(args.out / f"dice_table_{args.split}.md", table + "\n")
     print(table)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
