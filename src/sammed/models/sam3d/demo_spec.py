@@ -51,8 +51,8 @@ DEMO_SPEC = register(
         dims=3,
         description=(
             "sammed's own small SAM-Med3D-architecture model (64^3 window at 3 mm, 8^3 patches, width "
-            "128, depth 4), bundled, works offline. Trained 43 + 57 min on a 2-core CPU: held-out Dice "
-            "0.22 / 0.34 / 0.39 after 1 / 3 / 5 clicks (model card); a demo, not a clinical tool"
+            "128, depth 4), bundled, works offline. Trained 43 + 57 + 50 min on a 2-core CPU: held-out "
+            "Dice 0.21 / 0.32 / 0.39 after 1 / 3 / 5 clicks (model card); a demo, not a clinical tool"
         ),
         config=DEMO_CONFIG,
         builder=Ref("sammed.models.sam3d.demo_model:build_demo_model"),
@@ -61,7 +61,7 @@ DEMO_SPEC = register(
         source_url="bundled with sammed (sammed/data)",
         bundled_path=DEMO_WEIGHTS,
         license="Apache-2.0 (weights); training data licences in the model card",
-        sha256="4ff11f16029f50eb537cad12b350480b342a2b7f24cc626ef9cd2ecb2ed0864a",
+        sha256="b9ffde5bc1480ce45a102b0eee38edc296f601080b41131dd0eaa6d9ac70cb0f",
         citation="sammed model card: sammed/data/MODEL_CARD_sammed-demo-3d.md",
     )
 )
