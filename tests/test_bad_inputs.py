@@ -184,6 +184,7 @@ CASES = [
     ("train-pseudo-fraction", TRAIN + " --pseudo-fraction 1.5", "--pseudo-fraction"),
     ("train-size-exponent", TRAIN + " --size-exponent 3", "--size-exponent"),
     ("train-first-round-weight", TRAIN + " --first-round-weight 0", "--first-round-weight"),
+    ("train-extra-target-size-exponent", TRAIN + " --extra-target-size-exponent -1", "--extra-target-size-exponent"),
     ("train-empty-exclude-pattern", TRAIN + " --exclude-cases a,,b", "--exclude-cases"),
     ("train-negative-time-limit", TRAIN + " --time-limit -3", "--time-limit"),
     ("train-zero-batch", TRAIN + " --batch-size 0", "--batch-size"),

@@ -107,6 +107,25 @@ def test_size_exponent_draws_large_masks_more_often_within_each_group():
         item_weights(items, 0.25, None, 0.5)
 
 
+def test_extra_target_size_exponent_draws_the_large_object_a_window_shows_more_often(tmp_path: Path):
+    labels = np.zeros((40, 40, 40), dtype=np.uint8)
+    labels[:20, :20, :25] = 1  # 10,000 voxels
+    for value in range(2, 10):  # eight objects of 125 voxels
+        labels[30:35, 30:35, 4 * value:4 * value + 5] = value
+    items = [Item("ct", v) for v in range(1, 10)]
+    rng = np.random.default_rng(0)
+
+    def large_share(exponent: float) -> float:
+        dataset = WindowDataset(tmp_path, items, window=40, targets_per_window=2,
+                                extra_target_size_exponent=exponent)
+        return float(np.mean([dataset._extra_classes(Item("ct", 9), labels, rng) == [1] for _ in range(400)]))
+
+    assert 0.05 < large_share(0.0) < 0.25  # uniform: 1 in 8
+    assert large_share(1.0) > 0.85  # 10,000 / (10,000 + 7 x 125)
+    with pytest.raises(TrainingConfigError):
+        TrainConfig(extra_target_size_exponent=2.5)
+
+
 def test_exclude_cases_leaves_out_matching_cases_and_refuses_a_pattern_that_matches_none():
     manifest = {"cases": {
         "ct": {"classes": {"1": 500, "2": 900}},

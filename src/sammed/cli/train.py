@@ -90,6 +90,9 @@ def register(commands) -> None:
                        help="draw items in proportion to (mask voxels / median) ** A within real and pseudo groups, "
                             "so large organs are seen more often (0-2, default 0: size-blind)")
     train.add_argument("--classes", type=int_list, metavar="V1,V2", help="label values to train on (default: all)")
+    train.add_argument("--extra-target-size-exponent", type=size_exponent, metavar="A",
+                       help="draw a window's extra targets (--targets-per-window) in proportion to their voxels ** A "
+                            "(default 0: uniformly)")
     train.add_argument("--exclude-cases", type=pattern_list, metavar="PATTERN[,PATTERN]",
                        help="leave out cases whose id matches a shell pattern, e.g. '*__svfine,*__svcoarse'")
     train.add_argument("--min-voxels", type=non_negative_int, help="skip class masks with at most this many voxels (default 1000)")
@@ -156,6 +159,7 @@ def _run_train(args: argparse.Namespace, spec) -> int:
         intensity_probability=args.intensity_probability,
         pseudo_fraction=args.pseudo_fraction,
         size_exponent=args.size_exponent,
+        extra_target_size_exponent=args.extra_target_size_exponent,
         first_round_weight=args.first_round_weight,
         classes=args.classes,
         exclude_cases=args.exclude_cases,

@@ -53,6 +53,7 @@ class TrainConfig:
     intensity_probability: float = 0.0  # gamma, noise, bias field, contrast scale (each with this probability)
     pseudo_fraction: float | None = None  # share of draws from pseudo-object cases (``*__*``); None: uniform over items
     size_exponent: float = 0.0  # >0: draw items in proportion to (mask voxels / median) ** this (large organs more often)
+    extra_target_size_exponent: float = 0.0  # >0: draw a window's extra targets in proportion to their voxels ** this
     seed: int = 2023
     stage: int = 1
     init_checkpoint: str | None = None  # fine-tune from these weights (stage 2, or any checkpoint)
@@ -78,8 +79,9 @@ class TrainConfig:
                 raise TrainingConfigError(f"{name.replace('_', '-')} must lie in [0, 1], got {value}")
         if not (math.isfinite(self.first_round_weight) and self.first_round_weight > 0):
             raise TrainingConfigError(f"first-round-weight must be positive, got {self.first_round_weight}")
-        if not 0.0 <= self.size_exponent <= 2.0:
-            raise TrainingConfigError(f"size-exponent must lie in [0, 2], got {self.size_exponent}")
+        for name in ("size_exponent", "extra_target_size_exponent"):
+            if not 0.0 <= getattr(self, name) <= 2.0:
+                raise TrainingConfigError(f"{name.replace('_', '-')} must lie in [0, 2], got {getattr(self, name)}")
         if self.stage == 2 and not self.init_checkpoint:
             raise TrainingConfigError("stage 2 fine-tunes a stage-1 model: give --checkpoint")
 

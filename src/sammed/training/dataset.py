@@ -339,6 +339,7 @@ class WindowDataset(Dataset):
         slab_probability: float = 0.0,
         centre_on_click: bool = False,
         augment: Augmentations | None = None,
+        extra_target_size_exponent: float = 0.0,
     ) -> None:
         self.cache_dir = Path(cache_dir)
         self.items = items
@@ -348,6 +349,7 @@ class WindowDataset(Dataset):
         self.max_cached_cases = max_cached_cases
         self.targets_per_window = targets_per_window
         self.min_extra_target_voxels = min_extra_target_voxels
+        self.extra_target_size_exponent = extra_target_size_exponent
         self.slab_probability = slab_probability
         self.centre_on_click = centre_on_click
         self.augment = augment or Augmentations()
@@ -485,7 +487,9 @@ class WindowDataset(Dataset):
         return np.where(outside, 0, window).astype(window.dtype), np.where(outside, 0, labels).astype(labels.dtype)
 
     def _extra_classes(self, item: Item, labels: np.ndarray, rng: np.random.Generator) -> list[int]:
-        """Other trainable classes of this case that the window shows well enough, drawn at random."""
+        """Other trainable classes of this case that the window shows well enough, drawn at random:
+        uniformly, or with ``extra_target_size_exponent`` A > 0 in proportion to (voxels in the
+        window) ** A, so a large organ the window shows is not one draw among many small ones."""
         if self.targets_per_window <= 1:
             return []
         values, counts = np.unique(labels, return_counts=True)
@@ -493,5 +497,10 @@ class WindowDataset(Dataset):
         candidates = [int(v) for v, c in zip(values, counts)
                       if v != 0 and int(v) != item.class_id and int(v) in allowed and c >= self.min_extra_target_voxels]
         if len(candidates) > self.targets_per_window - 1:
-            candidates = [int(v) for v in rng.choice(candidates, self.targets_per_window - 1, replace=False)]
+            weights = None
+            if self.extra_target_size_exponent:
+                sizes = dict(zip(values.tolist(), counts.tolist()))
+                raw = np.array([float(sizes[v]) for v in candidates]) ** self.extra_target_size_exponent
+                weights = raw / raw.sum()
+            candidates = [int(v) for v in rng.choice(candidates, self.targets_per_window - 1, replace=False, p=weights)]
         return candidates

@@ -149,6 +149,7 @@ def _train(config, data_dir: Path, out_dir: Path, cache_dir, resume: bool, conte
     dataset = WindowDataset(cache_dir, items, window, config.max_shift_fraction, config.flip_probability,
                             max_cached_cases=64, targets_per_window=config.targets_per_window,
                             slab_probability=config.slab_probability, centre_on_click=config.centre_on_click,
+                            extra_target_size_exponent=config.extra_target_size_exponent,
                             augment=Augmentations(tuple(config.scale_range), config.permute_probability,
                                                   config.intensity_probability))
     if context.is_distributed:
