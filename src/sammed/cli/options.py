@@ -62,9 +62,9 @@ def scale_range(text: str) -> tuple[float, float]:
 
 
 def pattern_list(text: str) -> tuple[str, ...]:
-    """``"*__svfine,*__svcoarse"`` -> two shell patterns; at least one, none empty."""
+    """``"*__svfine,*__svcoarse"`` -> two shell patterns; none empty (split always gives one)."""
     values = tuple(v.strip() for v in text.split(","))
-    if not values or any(not v for v in values):
+    if any(not v for v in values):
         raise argparse.ArgumentTypeError(f"expected comma-separated patterns, got {text!r}")
     return values
 
