@@ -3,6 +3,7 @@ balanced sampling, and the extra data readers."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +106,26 @@ def test_size_exponent_draws_large_masks_more_often_within_each_group():
     assert uniform.sum() == pytest.approx(1.0) and uniform[2] / uniform[0] == pytest.approx(100.0)
     with pytest.raises(ValueError):
         item_weights(items, 0.25, None, 0.5)
+
+
+def test_case_weights_multiply_matching_cases_within_their_group_and_refuse_a_pattern_that_matches_none():
+    items = [Item("tsct", 1), Item("tsct", 2), Item("atlas", 1), Item("atlas", 2), Item("tsct__otsu3", 1), Item("atlas__otsu3", 1)]
+    plain = item_weights(items, 0.25).numpy()
+    assert plain[0] == pytest.approx(plain[2])
+    weighted = item_weights(items, 0.25, case_weights=(("tsct", 4.0),)).numpy()
+    assert weighted[:4].sum() == pytest.approx(0.75) and weighted[4:].sum() == pytest.approx(0.25)  # shares kept
+    assert weighted[0] / weighted[2] == pytest.approx(4.0)  # "tsct" is not a pattern for "tsct__otsu3"
+    assert weighted[4] == pytest.approx(weighted[5])
+    both = item_weights(items, 0.25, case_weights=(("tsct*", 4.0), ("*__otsu3", 0.5))).numpy()
+    assert both[4] / both[5] == pytest.approx(4.0)  # factors multiply: 4 x 0.5 against 0.5
+    assert both[0] / both[2] == pytest.approx(4.0)
+    with pytest.raises(TrainingDataError, match="tsc1"):
+        item_weights(items, 0.25, case_weights=(("tsc1", 2.0),))
+    with pytest.raises(TrainingConfigError):
+        TrainConfig(case_weights=(("tsct", 0.0),))
+    config = TrainConfig(case_weights=(("tsct", 4.0), ("ch2*", 0.5)))
+    assert TrainConfig.from_dict(config.to_dict()).case_weights == (("tsct", 4.0), ("ch2*", 0.5))
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))).case_weights == config.case_weights
 
 
 def test_extra_target_size_exponent_draws_the_large_object_a_window_shows_more_often(tmp_path: Path):

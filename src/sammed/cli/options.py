@@ -69,6 +69,21 @@ def pattern_list(text: str) -> tuple[str, ...]:
     return values
 
 
+def case_weight_list(text: str) -> tuple[tuple[str, float], ...]:
+    """``"tsct=3,ch2*=0.5"`` -> (("tsct", 3.0), ("ch2*", 0.5)): shell patterns of case ids, each
+    with a finite weight 0 < W <= 100."""
+    pairs = []
+    for part in text.split(","):
+        pattern, sep, weight = part.strip().rpartition("=")
+        if not sep or not pattern.strip():
+            raise argparse.ArgumentTypeError(f"expected PATTERN=W[,PATTERN=W], got {text!r}")
+        value = float(_number(weight.strip(), float))
+        if not 0 < value <= 100:
+            raise argparse.ArgumentTypeError(f"expected a weight 0 < W <= 100, got {weight.strip()!r}")
+        pairs.append((pattern.strip(), value))
+    return tuple(pairs)
+
+
 def int_list(text: str) -> tuple[int, ...]:
     """``"120,180"`` -> (120, 180); at least one value."""
     try:

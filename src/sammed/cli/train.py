@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sammed.cli.common import add_command, add_model_arguments, console, resolve_checkpoint
 from sammed.cli.options import (
+    case_weight_list,
     int_list,
     non_negative_float,
     non_negative_int,
@@ -95,6 +96,9 @@ def register(commands) -> None:
                             "(default 0: uniformly)")
     train.add_argument("--exclude-cases", type=pattern_list, metavar="PATTERN[,PATTERN]",
                        help="leave out cases whose id matches a shell pattern, e.g. '*__svfine,*__svcoarse'")
+    train.add_argument("--case-weights", type=case_weight_list, metavar="PATTERN=W[,PATTERN=W]",
+                       help="multiply the draw weight of the items of cases whose id matches a shell pattern by W "
+                            "(within real labels or pseudo-objects), e.g. 'tsct=3'")
     train.add_argument("--min-voxels", type=non_negative_int, help="skip class masks with at most this many voxels (default 1000)")
     train.add_argument("--workers", type=non_negative_int, help="data-loader processes per training process (default 2)")
     train.add_argument("--no-amp", action="store_true", help="full float32 (default: bf16 autocast on CPU, fp16 on CUDA)")
@@ -163,6 +167,7 @@ def _run_train(args: argparse.Namespace, spec) -> int:
         first_round_weight=args.first_round_weight,
         classes=args.classes,
         exclude_cases=args.exclude_cases,
+        case_weights=args.case_weights,
         num_workers=args.workers,
         amp=False if args.no_amp else None,
         seed=args.seed,

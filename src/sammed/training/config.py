@@ -53,6 +53,7 @@ class TrainConfig:
     intensity_probability: float = 0.0  # gamma, noise, bias field, contrast scale (each with this probability)
     pseudo_fraction: float | None = None  # share of draws from pseudo-object cases (``*__*``); None: uniform over items
     size_exponent: float = 0.0  # >0: draw items in proportion to (mask voxels / median) ** this (large organs more often)
+    case_weights: tuple[tuple[str, float], ...] = ()  # (shell pattern of case ids, draw-weight factor)
     extra_target_size_exponent: float = 0.0  # >0: draw a window's extra targets in proportion to their voxels ** this
     seed: int = 2023
     stage: int = 1
@@ -82,6 +83,9 @@ class TrainConfig:
         for name in ("size_exponent", "extra_target_size_exponent"):
             if not 0.0 <= getattr(self, name) <= 2.0:
                 raise TrainingConfigError(f"{name.replace('_', '-')} must lie in [0, 2], got {getattr(self, name)}")
+        for pattern, weight in self.case_weights:
+            if not (pattern and math.isfinite(weight) and weight > 0):
+                raise TrainingConfigError(f"case-weights needs PATTERN=W with W > 0, got {pattern}={weight}")
         if self.stage == 2 and not self.init_checkpoint:
             raise TrainingConfigError("stage 2 fine-tunes a stage-1 model: give --checkpoint")
 
@@ -106,6 +110,8 @@ class TrainConfig:
         known = {f.name: f for f in fields(cls)}
         values = {}
         for key, value in data.items():
-            if key in known:
+            if key == "case_weights":
+                values[key] = tuple((str(pattern), float(weight)) for pattern, weight in value)
+            elif key in known:
                 values[key] = tuple(value) if isinstance(value, list) else value
         return cls(**values)

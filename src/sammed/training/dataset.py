@@ -265,8 +265,22 @@ class Augmentations:
         return torch.as_tensor(out, dtype=torch.float32)
 
 
+def case_factors(items: list[Item], case_weights: tuple[tuple[str, float], ...]) -> np.ndarray:
+    """Per item, the product of the ``(pattern, weight)`` weights whose shell pattern matches its
+    case id (1 where none does). A pattern that matches no case is refused, as in ``list_items``:
+    a typo would otherwise silently train with the default mixture."""
+    case_ids = [item.case_id for item in items]
+    factors = np.ones(len(items))
+    for pattern, weight in case_weights:
+        hits = np.array([fnmatch.fnmatchcase(case_id, pattern) for case_id in case_ids])
+        if not hits.any():
+            raise TrainingDataError(f"--case-weights {pattern!r} matches no case being trained on")
+        factors[hits] *= weight
+    return factors
+
+
 def item_weights(items: list[Item], pseudo_fraction: float | None, voxels: list[int] | None = None,
-                 size_exponent: float = 0.0) -> torch.Tensor:
+                 size_exponent: float = 0.0, case_weights: tuple[tuple[str, float], ...] = ()) -> torch.Tensor:
     """Sampling weight per item: pseudo-object items (case ids ``*__*``) get ``pseudo_fraction``
     of the draws, real labels the rest (``None``: each group in proportion to its weights);
     within each group, a case with ``n`` items weighs each ``1 / sqrt(n)``, so atlases with a
@@ -274,12 +288,18 @@ def item_weights(items: list[Item], pseudo_fraction: float | None, voxels: list[
 
     ``size_exponent`` > 0 also multiplies each item by ``(voxels / median voxels) ** size_exponent``
     within its group: a scan's few large organs (liver, lungs) are otherwise drawn as rarely as
-    each of its dozens of small ones, and a small model then learns to under-segment them."""
+    each of its dozens of small ones, and a small model then learns to under-segment them.
+
+    ``case_weights`` ``(pattern, w)`` multiplies the items of matching cases by ``w`` within their
+    group (:func:`case_factors`): the mixture's shares per case are a choice, e.g. more draws from
+    the one scan with real abdominal organ labels than from brain atlases."""
     per_case: dict[str, int] = {}
     for item in items:
         per_case[item.case_id] = per_case.get(item.case_id, 0) + 1
     raw = np.array([1.0 / np.sqrt(per_case[item.case_id]) for item in items])
     pseudo = np.array(["__" in item.case_id for item in items])
+    if case_weights:
+        raw *= case_factors(items, case_weights)
     if size_exponent:
         if voxels is None or len(voxels) != len(items):
             raise ValueError("size_exponent needs one voxel count per item")

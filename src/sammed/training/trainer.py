@@ -154,10 +154,11 @@ def _train(config, data_dir: Path, out_dir: Path, cache_dir, resume: bool, conte
                                                   config.intensity_probability))
     if context.is_distributed:
         sampler = DistributedSampler(dataset, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=config.seed)
-    elif config.pseudo_fraction is not None or config.size_exponent:
+    elif config.pseudo_fraction is not None or config.size_exponent or config.case_weights:
         # An "epoch" stays the number of real items (pseudo-objects would make it thousands of draws).
         real = sum("__" not in item.case_id for item in items) or len(items)
-        weights = item_weights(items, config.pseudo_fraction, item_voxels(manifest, items), config.size_exponent)
+        weights = item_weights(items, config.pseudo_fraction, item_voxels(manifest, items), config.size_exponent,
+                               tuple(config.case_weights))
         sampler = WeightedRandomSampler(weights, num_samples=real, replacement=True,
                                         generator=torch.Generator().manual_seed(config.seed))
     else:
