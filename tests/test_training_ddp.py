@@ -28,7 +28,8 @@ WORKER = textwrap.dedent(
     data, out = sys.argv[1], sys.argv[2]
     config = TrainConfig(model="sam-med3d-tiny", epochs=100, max_steps=int(sys.argv[3]), batch_size=1,
                          accumulation_steps=1, lr=4e-4, decoder_lr_scale=1.0, num_clicks=2, num_workers=0,
-                         min_label_voxels=100, max_shift_fraction=0.0, flip_probability=0.0)
+                         min_label_voxels=100, max_shift_fraction=0.0, flip_probability=0.0,
+                         case_weights=(("ct", 2.0),))  # the weighted sampler's distributed path
     summary = train(config, data, out, show_progress=False)
     rank = int(os.environ["RANK"])
     torch.save(summary.model.state_dict(), f"{out}/rank{rank}.pt")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, WeightedRandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, WeightedRandomSampler
 
 from sammed.models import get_model_spec
 from sammed.models.checkpoint import extract_state_dict, load_weights, read_checkpoint
@@ -44,6 +44,7 @@ from sammed.training.dataset import (
 from sammed.training.distributed import DistributedContext, setup_distributed, teardown_distributed
 from sammed.training.interaction import InteractiveTraining, dice_ce_loss
 from sammed.training.optim import build_optimizer, build_scheduler
+from sammed.training.sampling import WeightedDistributedSampler
 
 METRICS_FILE = "metrics.csv"
 METRIC_FIELDS = ["epoch", "step", "loss", "dice_first_round", "dice_last_round", "lr_encoder", "lr_decoder", "seconds"]
@@ -152,15 +153,20 @@ def _train(config, data_dir: Path, out_dir: Path, cache_dir, resume: bool, conte
                             extra_target_size_exponent=config.extra_target_size_exponent,
                             augment=Augmentations(tuple(config.scale_range), config.permute_probability,
                                                   config.intensity_probability))
-    if context.is_distributed:
-        sampler = DistributedSampler(dataset, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=config.seed)
-    elif config.pseudo_fraction is not None or config.size_exponent or config.case_weights:
+    weighted = config.pseudo_fraction is not None or bool(config.size_exponent) or bool(config.case_weights)
+    sampler: Sampler[int]
+    if weighted:
         # An "epoch" stays the number of real items (pseudo-objects would make it thousands of draws).
         real = sum("__" not in item.case_id for item in items) or len(items)
         weights = item_weights(items, config.pseudo_fraction, item_voxels(manifest, items), config.size_exponent,
                                tuple(config.case_weights))
-        sampler = WeightedRandomSampler(weights, num_samples=real, replacement=True,
-                                        generator=torch.Generator().manual_seed(config.seed))
+        if context.is_distributed:
+            sampler = WeightedDistributedSampler(weights, real, context.rank, context.world_size, config.seed)
+        else:
+            sampler = WeightedRandomSampler(weights, num_samples=real, replacement=True,
+                                            generator=torch.Generator().manual_seed(config.seed))
+    elif context.is_distributed:
+        sampler = DistributedSampler(dataset, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=config.seed)
     else:
         sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(config.seed))
     loader = DataLoader(
@@ -206,7 +212,7 @@ def _train(config, data_dir: Path, out_dir: Path, cache_dir, resume: bool, conte
         for epoch in range(start_epoch, config.epochs):
             if done:
                 break
-            if isinstance(sampler, DistributedSampler):
+            if isinstance(sampler, (DistributedSampler, WeightedDistributedSampler)):
                 sampler.set_epoch(epoch)
             rng = np.random.RandomState((config.seed + 7919 * context.rank + 104729 * epoch) % 2**32)
             epoch_losses, epoch_dices = [], []
