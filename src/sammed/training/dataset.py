@@ -149,16 +149,25 @@ class Item:
     class_id: int
 
 
+def cases_matching(case_ids: list[str], pattern: str, option: str) -> np.ndarray:
+    """Which of ``case_ids`` the shell ``pattern`` matches; a pattern that matches none is refused,
+    naming ``option``: a typo would otherwise silently train on another mixture."""
+    hits = np.array([fnmatch.fnmatchcase(case_id, pattern) for case_id in case_ids], dtype=bool)
+    if not hits.any():
+        raise TrainingDataError(f"{option} {pattern!r} matches no case of the training data")
+    return hits
+
+
 def list_items(manifest: dict, min_voxels: int, classes: set[int] | None = None,
                exclude_cases: tuple[str, ...] = ()) -> list[Item]:
     """(case, class) pairs whose mask has more than ``min_voxels`` voxels at the cache spacing,
     from cases whose id matches none of the ``exclude_cases`` shell patterns. A pattern that
     matches no case is refused: a typo would otherwise silently train on everything."""
     case_ids = sorted(manifest["cases"])
+    excluded = np.zeros(len(case_ids), dtype=bool)
     for pattern in exclude_cases:
-        if not any(fnmatch.fnmatchcase(case_id, pattern) for case_id in case_ids):
-            raise TrainingDataError(f"--exclude-cases {pattern!r} matches no case of the dataset")
-    kept = [c for c in case_ids if not any(fnmatch.fnmatchcase(c, pattern) for pattern in exclude_cases)]
+        excluded |= cases_matching(case_ids, pattern, "--exclude-cases")
+    kept = [c for c, out in zip(case_ids, excluded) if not out]
     items = [
         Item(case_id, int(value))
         for case_id in kept
@@ -267,15 +276,11 @@ class Augmentations:
 
 def case_factors(items: list[Item], case_weights: tuple[tuple[str, float], ...]) -> np.ndarray:
     """Per item, the product of the ``(pattern, weight)`` weights whose shell pattern matches its
-    case id (1 where none does). A pattern that matches no case is refused, as in ``list_items``:
-    a typo would otherwise silently train with the default mixture."""
+    case id (1 where none does); a pattern that matches no case is refused (:func:`cases_matching`)."""
     case_ids = [item.case_id for item in items]
     factors = np.ones(len(items))
     for pattern, weight in case_weights:
-        hits = np.array([fnmatch.fnmatchcase(case_id, pattern) for case_id in case_ids])
-        if not hits.any():
-            raise TrainingDataError(f"--case-weights {pattern!r} matches no case being trained on")
-        factors[hits] *= weight
+        factors[cases_matching(case_ids, pattern, "--case-weights")] *= weight
     return factors
 
 
