@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 from contextlib import nullcontext
-from pathlib import Path
 
 from sammed.cli.common import add_command, add_model_arguments, console, resolve_checkpoint, step
 from sammed.cli.options import non_negative_float, non_negative_int, positive_int
@@ -82,14 +80,6 @@ def register(commands) -> None:
     parser.set_defaults(handler=run_eval)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _classes(values: list[str] | None) -> tuple[str, ...] | None:
     if values is None:
         return None
@@ -126,6 +116,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from sammed.evaluation import EvalSettings, load_dataset, resolve_protocol, run_evaluation
     from sammed.io.outputs import output_folder, refuse_output_on_input
     from sammed.models import build_model, get_model_spec
+    from sammed.models.weights import file_sha256
 
     try:
         import matplotlib  # noqa: F401
@@ -155,7 +146,7 @@ def run_eval(args: argparse.Namespace) -> int:
     with step(f"loading {spec.name} weights") if root else nullcontext():
         model = build_model(spec.name, checkpoint=checkpoint, trust_checkpoint=args.trust_checkpoint).to(device)
     info = {"model": spec.name, "checkpoint_name": checkpoint.name,
-            "checkpoint_sha256": _sha256(checkpoint) if root else None, "threads": torch.get_num_threads()}
+            "checkpoint_sha256": file_sha256(checkpoint) if root else None, "threads": torch.get_num_threads()}
     settings = EvalSettings(interactions=clicks, seed=args.seed, nsd_tolerance_mm=tolerance, classes=classes,
                             device=device)
     with output_folder(args.out):
