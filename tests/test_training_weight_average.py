@@ -37,7 +37,7 @@ def test_float16_inputs_give_float32_output():
 
 @pytest.mark.parametrize("other, fragment", [
     ({"w": torch.zeros(2, 3), "b": torch.zeros(2)}, "other parameters"),
-    ({"w": torch.zeros(3, 2), "b": torch.zeros(2), "count": torch.tensor([7])}, "different shapes"),
+    ({"w": torch.zeros(3, 2), "b": torch.zeros(2), "count": torch.tensor([7])}, r"shape \(3, 2\) in checkpoint 2"),
     ({"w": torch.zeros(2, 3), "b": torch.zeros(2), "count": torch.tensor([8])}, "integer buffer"),
 ])
 def test_incompatible_states_are_refused(other, fragment):
@@ -49,6 +49,34 @@ def test_incompatible_states_are_refused(other, fragment):
 def test_bad_weights_are_refused(weights):
     with pytest.raises(SammedError):
         normalised_weights(weights)
+
+
+def test_ddp_prefixes_and_other_layouts_are_read_like_the_model_loaders(tmp_path):
+    a = _file(tmp_path / "a.pth", 1.0)
+    save_checkpoint(tmp_path / "ddp.pth", {"model": {f"module.{k}": v for k, v in _state(3.0).items()}})
+    assert main([str(a), str(tmp_path / "ddp.pth"), "--out", str(tmp_path / "avg.pth")]) == 0
+    state = load_training_state(tmp_path / "avg.pth")
+    assert set(state["model_state_dict"]) == {"w", "b", "count"}
+    assert torch.allclose(state["model_state_dict"]["w"], torch.full((2, 3), 2.0))
+    assert state["model_name"] == "sammed-demo-3d"
+
+
+def test_exclusive_write_never_replaces_a_file_made_meanwhile(tmp_path):
+    """The existence check runs before minutes of loading; the final link refuses a file that
+    appeared in between (os.replace would have silently replaced it)."""
+    from sammed.io.atomic import atomic_path
+
+    target = tmp_path / "out.pth"
+    with pytest.raises(FileExistsError):
+        with atomic_path(target, exclusive=True) as temporary:
+            temporary.write_bytes(b"new")
+            target.write_bytes(b"made by someone else")
+    assert target.read_bytes() == b"made by someone else"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.pth"]  # no temporary left
+    fresh = tmp_path / "fresh.pth"
+    with atomic_path(fresh, exclusive=True) as temporary:
+        temporary.write_bytes(b"x")
+    assert fresh.read_bytes() == b"x" and sorted(p.name for p in tmp_path.iterdir()) == ["fresh.pth", "out.pth"]
 
 
 def test_weighted_path_parsing():
@@ -76,7 +104,8 @@ def test_cli_writes_the_average_with_a_traceable_note(tmp_path, capsys):
     assert torch.allclose(load_training_state(tmp_path / "equal.pth")["model_state_dict"]["w"], torch.full((2, 3), 2.0))
 
 
-@pytest.mark.parametrize("case", ["exists", "alias", "mixed", "negative", "text", "missing", "models", "shapes"])
+@pytest.mark.parametrize("case", ["exists", "alias", "mixed", "negative", "text", "missing", "models", "shapes",
+                                  "keys", "nan", "out-in-file", "not-weights"])
 def test_cli_refuses_with_one_line_exit_2_and_writes_nothing(tmp_path, capsys, case):
     a, b = _file(tmp_path / "a.pth", 1.0), _file(tmp_path / "b.pth", 3.0)
     out = tmp_path / "avg.pth"
@@ -89,14 +118,28 @@ def test_cli_refuses_with_one_line_exit_2_and_writes_nothing(tmp_path, capsys, c
         "missing": [str(a), str(tmp_path / "nope.pth"), "--out", str(out)],
         "models": [str(a), str(_file(tmp_path / "c.pth", 2.0, name="sam-med3d-turbo")), "--out", str(out)],
         "shapes": [str(a), "--out", str(out)],
+        "keys": [str(a), "--out", str(out)],
+        "nan": [str(a), "--out", str(out)],
+        "out-in-file": [str(a), str(b), "--out", str(a / "avg.pth")],
+        "not-weights": [str(a), "--out", str(out)],
     }[case]
-    if case == "shapes":
-        save_checkpoint(tmp_path / "d.pth", {"model_state_dict": {"w": torch.zeros(1)}, "model_name": "sammed-demo-3d"})
+    other = {
+        "shapes": {**_state(1.0), "w": torch.zeros(3, 2)},
+        "keys": {"w": torch.zeros(2, 3), "b": torch.zeros(2)},
+        "nan": {**_state(1.0), "b": torch.tensor([float("nan"), 0.0])},
+        "not-weights": {"w": np.zeros((2, 3))},
+    }.get(case)
+    if other is not None:
+        save_checkpoint(tmp_path / "d.pth", {"model_state_dict": other, "model_name": "sammed-demo-3d"})
         args.insert(1, str(tmp_path / "d.pth"))
+    fragment = {"exists": "exists", "alias": "exists", "mixed": "every checkpoint", "negative": ">= 0",
+                "text": "must be a number", "missing": "not found", "models": "different models",
+                "shapes": "shape (3, 2)", "keys": "other parameters", "nan": "NaN",
+                "out-in-file": "cannot write", "not-weights": "no state dict"}[case]
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("weight_average: error:")
+    assert len(err) == 1 and err[0].startswith("weight_average: error:") and fragment in err[0], err
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 

@@ -10,6 +10,7 @@ give (``mkstemp`` alone makes it 0600).
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -39,11 +40,13 @@ def _fsync(path: Path) -> None:
 
 
 @contextmanager
-def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike, suffix: str | None = None, exclusive: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces ``target`` in one step.
 
     ``suffix`` defaults to the target's (``.nii.gz`` counted whole). The target's folder is
-    created if needed.
+    created if needed. ``exclusive`` never replaces: the finished file is hard-linked to
+    ``target``, which fails with ``FileExistsError`` if the name exists, even when another
+    process made it after the caller checked (a rename would silently replace that file).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -56,10 +59,27 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
         yield temporary
         os.chmod(temporary, 0o666 & ~_umask())
         _fsync(temporary)
-        os.replace(temporary, target)
+        if exclusive:
+            _link_new(temporary, target)
+        else:
+            os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def _link_new(temporary: Path, target: Path) -> None:
+    """Give ``temporary`` the name ``target`` only if no such name exists."""
+    try:
+        os.link(temporary, target)
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: check, then rename (a small race remains)
+        if os.path.lexists(target):
+            raise FileExistsError(errno.EEXIST, "file exists", str(target)) from None
+        os.rename(temporary, target)
+        return
+    temporary.unlink()
 
 
 def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> Path:

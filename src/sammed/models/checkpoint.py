@@ -123,7 +123,7 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], model
             parts.append(f"wrong shape for {len(mis_shaped)} key(s): {_preview(mis_shaped)}")
         hint = _variant_hint(model_name, unexpected, missing, bool(mis_shaped))
         raise CheckpointError(f"checkpoint does not match {model_name}: " + "; ".join(parts) + hint)
-    _refuse_non_finite(state_dict)
+    refuse_non_finite(state_dict)
     if not any(p.is_meta for p in model.parameters()):
         model.load_state_dict(state_dict, strict=True)
         return
@@ -175,7 +175,7 @@ def _is_zip(path: Path) -> bool:
         return handle.read(4) == b"PK\x03\x04"
 
 
-def _refuse_non_finite(state_dict: Mapping[str, torch.Tensor]) -> None:
+def refuse_non_finite(state_dict: Mapping[str, torch.Tensor]) -> None:
     """A NaN or infinite weight makes every mask empty or garbage without any error: refuse it.
 
     One sum per floating tensor (a NaN or an infinity makes it non-finite; a single read of the

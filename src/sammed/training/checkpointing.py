@@ -33,10 +33,11 @@ def restore_scheduler_state(scheduler, state: dict) -> None:
         scheduler.milestones = Counter(scheduler.milestones)
 
 
-def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
+def save_checkpoint(path: str | os.PathLike, payload: dict, exclusive: bool = False) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path`` (with
+    ``exclusive``, link it there and raise ``FileExistsError`` if ``path`` exists)."""
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, exclusive=exclusive) as tmp:
         torch.save(payload, tmp)
     return path
 
