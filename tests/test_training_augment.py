@@ -83,6 +83,31 @@ def test_scale_range_draws_crop_sizes_in_range_and_one_is_identity():
     assert Augmentations().crop_size(64, rng) == 64
 
 
+def test_contrast_remap_reorders_tissues_keeps_air_dark_and_is_off_by_default():
+    image, labels = _phantom()
+    assert Augmentations().remap_contrast(image, np.random.default_rng(0)) is image  # probability 0
+    augment = Augmentations(remap_probability=1.0)
+    air, tissue = (labels == 0) & (image < -500), (labels == 0) & (image > -500)
+    orders = set()
+    for seed in range(40):
+        out = augment.remap_contrast(image, np.random.default_rng(seed))
+        assert out.dtype == np.float32 and out.shape == image.shape and np.isfinite(out).all()
+        assert 0.0 <= out.min() and out.max() <= 1.0
+        assert np.median(out[air]) == 0.0  # air stays below the z-score's foreground
+        means = [float(np.mean(out[labels == value])) for value in (1, 2, 3)] + [float(np.mean(out[tissue]))]
+        orders.add(tuple(np.argsort(means)))
+    # CT order is fat (2) < soft tissue < ball 1 < ball 3; a monotonic map would keep that one order.
+    assert len(orders) >= 6, orders
+
+
+def test_contrast_remap_is_drawn_with_its_probability():
+    image, _ = _phantom(24)
+    rng = np.random.default_rng(1)
+    changed = sum(not np.array_equal(Augmentations(remap_probability=0.3).remap_contrast(image, rng), image)
+                  for _ in range(200))
+    assert 35 <= changed <= 85  # 60 expected
+
+
 def test_item_weights_give_pseudo_objects_their_share_and_balance_cases():
     items = [Item("big", v) for v in range(1, 101)] + [Item("small", 1)] + [Item("big__svfine", v) for v in range(1, 50)]
     weights = item_weights(items, 0.25).numpy()
@@ -173,7 +198,7 @@ def test_augmented_windows_keep_the_first_click_on_the_target(tmp_path: Path, da
     write_image(image.with_array(np.where(seg == LIVER, 1, 0).astype(np.uint8)), root / "labelsTr" / "ct.nii.gz")
     items = list_items(build_cache(root, tmp_path / "cache", 3.0), 0)
     dataset = WindowDataset(tmp_path / "cache", items, window=64, centre_on_click=True, slab_probability=0.3,
-                            augment=Augmentations((0.6, 1.6), 0.5, 0.5))
+                            augment=Augmentations((0.6, 1.6), 0.5, 0.5, remap_probability=0.5))
     fractions = []
     for _ in range(16):
         sample = dataset[0]
@@ -191,7 +216,9 @@ def test_config_validates_the_new_options():
         TrainConfig(pseudo_fraction=1.5)
     with pytest.raises(TrainingConfigError):
         TrainConfig(size_exponent=-0.5)
-    config = TrainConfig(scale_range=(0.7, 1.5), pseudo_fraction=0.4)
+    with pytest.raises(TrainingConfigError):
+        TrainConfig(remap_probability=-0.1)
+    config = TrainConfig(scale_range=(0.7, 1.5), pseudo_fraction=0.4, remap_probability=0.3)
     assert TrainConfig.from_dict(config.to_dict()) == config
 
 

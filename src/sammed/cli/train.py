@@ -81,6 +81,9 @@ def register(commands) -> None:
     train.add_argument("--permute-probability", type=probability, help="that often permute the window's axes at random (default 0)")
     train.add_argument("--intensity-probability", type=probability,
                        help="probability of each intensity augmentation: gamma, noise, bias field, contrast (default 0)")
+    train.add_argument("--remap-probability", type=probability,
+                       help="that often map the window's intensities through a random non-monotonic curve, so organs "
+                            "are seen in other contrasts (CT organs in MR-like contrast; default 0)")
     train.add_argument("--pseudo-fraction", type=probability,
                        help="share of windows drawn from pseudo-object cases (ids with '__', see demo_data); "
                             "real cases are balanced (default: uniform over all items; with --size-exponent, case-balanced "
@@ -161,6 +164,7 @@ def _run_train(args: argparse.Namespace, spec) -> int:
         scale_range=args.scale_range,
         permute_probability=args.permute_probability,
         intensity_probability=args.intensity_probability,
+        remap_probability=args.remap_probability,
         pseudo_fraction=args.pseudo_fraction,
         size_exponent=args.size_exponent,
         extra_target_size_exponent=args.extra_target_size_exponent,

@@ -51,6 +51,7 @@ class TrainConfig:
     scale_range: tuple[float, float] = (1.0, 1.0)  # window field of view x s, s log-uniform (scale augmentation)
     permute_probability: float = 0.0  # random axis permutation (orientation augmentation)
     intensity_probability: float = 0.0  # gamma, noise, bias field, contrast scale (each with this probability)
+    remap_probability: float = 0.0  # random non-monotonic intensity map of the raw window (contrast augmentation)
     pseudo_fraction: float | None = None  # share of draws from pseudo-object cases (``*__*``); None: uniform over items
     size_exponent: float = 0.0  # >0: draw items in proportion to (mask voxels / median) ** this (large organs more often)
     case_weights: tuple[tuple[str, float], ...] = ()  # (shell pattern of case ids, draw-weight factor)
@@ -74,7 +75,7 @@ class TrainConfig:
         low, high = self.scale_range
         if not 0 < low <= high:
             raise TrainingConfigError(f"scale-range must be 0 < low <= high, got {low},{high}")
-        for name in ("permute_probability", "intensity_probability", "pseudo_fraction"):
+        for name in ("permute_probability", "intensity_probability", "remap_probability", "pseudo_fraction"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise TrainingConfigError(f"{name.replace('_', '-')} must lie in [0, 1], got {value}")

@@ -232,12 +232,17 @@ class Augmentations:
       coronal acquisitions and anisotropic slabs do not look new;
     * ``intensity_probability``: each intensity transform (MONAI's gamma contrast before the
       z-score; Gaussian noise, a smooth multiplicative bias field and a contrast scale after it)
-      runs with this probability, so the model does not key on one scanner's intensities.
+      runs with this probability, so the model does not key on one scanner's intensities;
+    * ``remap_probability``: that often the raw window goes through a random non-monotonic
+      intensity map (:meth:`remap_contrast`), so one scan's organs are also seen in other
+      contrasts. The other transforms keep the order of intensities, and a CT's organs then
+      teach nothing about an MR, where fat is bright and bone dark.
     """
 
     scale_range: tuple[float, float] = (1.0, 1.0)
     permute_probability: float = 0.0
     intensity_probability: float = 0.0
+    remap_probability: float = 0.0
 
     def crop_size(self, window: int, rng: np.random.Generator) -> int:
         low, high = self.scale_range
@@ -264,6 +269,27 @@ class Augmentations:
 
         gamma = float(np.exp(rng.uniform(np.log(0.7), np.log(1.5))))
         return np.asarray(AdjustContrast(gamma=gamma)(window), dtype=np.float32)
+
+    def remap_contrast(self, window: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """With ``remap_probability``: a random piecewise-linear map of the window's robust range
+        (0.5-99.5 percentiles) onto [0, 1], through 6-24 evenly spaced control points with
+        uniform random values, except that the lowest segment maps to 0.
+
+        Why not MONAI's ``RandHistogramShift``: its map is monotonic, so tissue order never changes.
+        Why a flat 0 at the bottom: air, lung and background stay dark, as in an MR, and noisy air
+        stays out of the model's z-score over voxels > 0. Segments are linear, so edges inside a segment keep their
+        contrast sign; with many points, neighbouring tissues land in different segments.
+        """
+        if not self.remap_probability or rng.random() >= self.remap_probability:
+            return window
+        low, high = np.percentile(window, (0.5, 99.5))
+        if not high > low:
+            return window
+        unit = np.clip((window - low) / (high - low), 0.0, 1.0)
+        points = int(rng.integers(6, 25))
+        values = rng.uniform(0.0, 1.0, points)
+        values[:2] = 0.0
+        return np.interp(unit, np.linspace(0.0, 1.0, points), values).astype(np.float32)
 
     @staticmethod
     def apply_after_normalisation(transform, tensor: torch.Tensor) -> torch.Tensor:
@@ -454,6 +480,7 @@ class WindowDataset(Dataset):
             if click is not None:
                 click = click[order]
         window = np.ascontiguousarray(window, dtype=np.float32)
+        window = self.augment.remap_contrast(window, rng)
         if self._intensity is not None:
             window = self.augment.apply_before_normalisation(window, rng)
         tensor = zscore_foreground(window)
