@@ -289,7 +289,7 @@ def test_bad_input_is_refused_cleanly(world, case: Bad):
     assert reply.status_code == case.status, f"{case.name}: {reply.status_code} {reply.text[:300]}"
     detail = reply.json()["detail"]
     assert isinstance(detail, str) and "\n" not in detail and case.says.lower() in detail.lower()
-    assert str(world["root"].parent) not in detail and "sammed-upload-" not in detail  # no server paths leak
+    assert str(world["root"].parent) not in detail and "sammed-upload-" not in detail and ".tmp-" not in detail  # no server or temporary paths leak
     assert observable_state(world) == before
     # The session still answers everything it answered before.
     for follow_up in ("/labels", "/mask", ""):

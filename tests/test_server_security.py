@@ -138,6 +138,25 @@ def test_save_refuses_a_symlink_target(checkpoint, root, tmp_path):
 # ---------------------------------------------------------------------------- uploads
 
 
+def test_uploads_are_placed_whole_and_never_over_an_existing_file(tmp_path):
+    from sammed.server.datastore import place_new
+
+    staged = tmp_path / "staged.nii.gz"
+    staged.write_bytes(b"new image bytes")
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "taken.nii.gz").write_bytes(b"someone else's image")
+    os.symlink(tmp_path / "nowhere", store / "dangling.nii.gz")
+    assert place_new(staged, store / "taken.nii.gz") is False
+    assert place_new(staged, store / "dangling.nii.gz") is False  # a link's name is taken, even a dangling one
+    assert not (tmp_path / "nowhere").exists()
+    assert place_new(staged, store / "fresh.nii.gz") is True
+    assert (store / "fresh.nii.gz").read_bytes() == b"new image bytes"
+    assert (store / "taken.nii.gz").read_bytes() == b"someone else's image"
+    assert sorted(p.name for p in store.iterdir()) == ["dangling.nii.gz", "fresh.nii.gz", "taken.nii.gz"]  # no temporaries
+    assert staged.read_bytes() == b"new image bytes"
+
+
 def test_oversize_uploads_are_refused(checkpoint, root):
     limit = 100_000
     assert SAMPLE_CT.stat().st_size > limit

@@ -27,7 +27,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -252,31 +251,19 @@ def _mtime(path: Path) -> float:
 def place_new(staged: Path, target: Path) -> bool:
     """Copy ``staged`` to ``target`` atomically, never over an existing file: False when one is there.
 
-    The copy is filled and fsynced under a hidden temporary name (skipped by scans), then
-    hard-linked to ``target``, which fails when the name exists, even one made by another process.
+    ``atomic_path(exclusive=True)`` fills and fsyncs a hidden temporary name (scans skip it),
+    then hard-links it to ``target``, which fails when the name exists, even one made by another
+    process. The lock serialises this server's uploads for file systems without hard links.
     """
     with _PLACING:
-        fd, name = tempfile.mkstemp(prefix=".sammed-upload-", suffix=".tmp", dir=target.parent)
-        temporary = Path(name)
         try:
-            with os.fdopen(fd, "wb") as out, open(staged, "rb") as src:
-                shutil.copyfileobj(src, out, 1 << 20)
-                out.flush()
-                os.fsync(out.fileno())
-            os.chmod(temporary, 0o644)
-            try:
-                os.link(temporary, target)
-            except FileExistsError:
-                return False
-            except OSError:  # a file system without hard links: check, then rename (this server serialised)
-                if os.path.lexists(target):
-                    return False
-                os.rename(temporary, target)
-            return True
+            with atomic_path(target, exclusive=True) as temporary:
+                shutil.copyfile(staged, temporary)
+        except FileExistsError:
+            return False
         except OSError as exc:
             raise ServerError(f"cannot write the image: {exc.strerror or exc}") from None
-        finally:
-            temporary.unlink(missing_ok=True)
+        return True
 
 
 def _info_path(label: Path) -> Path:
