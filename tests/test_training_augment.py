@@ -13,7 +13,16 @@ import torch
 from sammed.io import read_image
 from sammed.io.writers import write_image
 from sammed.training import TrainConfig, TrainingConfigError, WindowDataset, build_cache
-from sammed.training.dataset import Augmentations, Item, TrainingDataError, item_weights, list_items, rescale_window
+from sammed.training.dataset import (
+    Augmentations,
+    Item,
+    TrainingDataError,
+    crop_inside,
+    crop_with_padding,
+    item_weights,
+    list_items,
+    rescale_window,
+)
 from sammed.training.demo_data import INVESALIUS_EXAMPLE, read_invesalius_project
 from sammed.training.pseudo_objects import body_mask, homogeneous_regions, pseudo_object_maps, supervoxels
 
@@ -98,6 +107,27 @@ def test_contrast_remap_reorders_tissues_keeps_air_dark_and_is_off_by_default():
         orders.add(tuple(np.argsort(means)))
     # CT order is fat (2) < soft tissue < ball 1 < ball 3; a monotonic map would keep that one order.
     assert len(orders) >= 6, orders
+
+
+def test_contrast_remap_keeps_padding_and_lung_dark_and_takes_the_range_from_the_image():
+    image, _ = _phantom(32)
+    image[:, :, :6] = -850.0  # a slab of lung
+    start = np.array([-8, 4, -3])
+    window = crop_with_padding(image, start, 40)
+    inside = crop_inside(image.shape, start, 40)
+    assert inside.sum() == np.prod(np.minimum(start + 40, 32) - np.maximum(start, 0))
+    assert (window[~inside] == 0).all() and inside.any() and (~inside).any()
+    augment = Augmentations(remap_probability=1.0)
+    lung = np.zeros_like(window, dtype=bool)
+    lung[:, :, 3:9] = True  # the crop starts 3 planes before the volume
+    lung &= inside
+    for seed in range(20):
+        out = augment.remap_contrast(window, np.random.default_rng(seed), inside)
+        assert (out[~inside] == 0).all()  # padding is not mapped like a CT's 0 HU into tissue
+        assert np.mean(out[lung] == 0) > 0.95
+        assert (out[inside] > 0).mean() > 0.3  # the body is mapped to tissue values
+        unpadded = augment.remap_contrast(window, np.random.default_rng(seed))
+        assert (unpadded[~inside] > 0).all()  # without the mask, 0 HU padding would become tissue
 
 
 def test_contrast_remap_is_drawn_with_its_probability():

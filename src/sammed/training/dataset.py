@@ -179,19 +179,35 @@ def list_items(manifest: dict, min_voxels: int, classes: set[int] | None = None,
     return items
 
 
-def crop_with_padding(volume: np.ndarray, start: np.ndarray, size: int) -> np.ndarray:
-    """``size``^3 block of ``volume`` from ``start`` (may be negative or overhang), zero outside."""
-    out = np.zeros((size,) * 3, dtype=volume.dtype)
+def _crop_slices(shape: tuple[int, ...], start: np.ndarray, size: int) -> tuple[tuple, tuple] | None:
+    """(source, destination) slices of a ``size``^3 crop from ``start``; None when it misses the volume."""
     src, dst = [], []
     for axis in range(3):
         lo, hi = start[axis], start[axis] + size
-        s_lo, s_hi = max(lo, 0), min(hi, volume.shape[axis])
+        s_lo, s_hi = max(lo, 0), min(hi, shape[axis])
         if s_hi <= s_lo:
-            return out
+            return None
         src.append(slice(s_lo, s_hi))
         dst.append(slice(s_lo - lo, s_hi - lo))
-    out[tuple(dst)] = volume[tuple(src)]
+    return tuple(src), tuple(dst)
+
+
+def crop_with_padding(volume: np.ndarray, start: np.ndarray, size: int) -> np.ndarray:
+    """``size``^3 block of ``volume`` from ``start`` (may be negative or overhang), zero outside."""
+    out = np.zeros((size,) * 3, dtype=volume.dtype)
+    slices = _crop_slices(volume.shape, start, size)
+    if slices is not None:
+        out[slices[1]] = volume[slices[0]]
     return out
+
+
+def crop_inside(shape: tuple[int, ...], start: np.ndarray, size: int) -> np.ndarray:
+    """Which voxels of that crop lie inside the volume (the rest is :func:`crop_with_padding`'s zeros)."""
+    inside = np.zeros((size,) * 3, dtype=bool)
+    slices = _crop_slices(shape, start, size)
+    if slices is not None:
+        inside[slices[1]] = True
+    return inside
 
 
 class WorkerRng:
@@ -219,6 +235,9 @@ def rescale_window(window: np.ndarray, labels: np.ndarray, size: int) -> tuple[n
     image_t = torch.nn.functional.interpolate(image_t, size=(size,) * 3, mode="trilinear", align_corners=False)
     label_t = torch.nn.functional.interpolate(label_t, size=(size,) * 3, mode="nearest")
     return image_t[0, 0].numpy(), label_t[0, 0].numpy().astype(labels.dtype)
+
+
+REMAP_FLAT = 0.15  # share of the robust intensity range that the contrast remap keeps at 0
 
 
 @dataclass(frozen=True)
@@ -270,26 +289,36 @@ class Augmentations:
         gamma = float(np.exp(rng.uniform(np.log(0.7), np.log(1.5))))
         return np.asarray(AdjustContrast(gamma=gamma)(window), dtype=np.float32)
 
-    def remap_contrast(self, window: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def remap_contrast(self, window: np.ndarray, rng: np.random.Generator,
+                       inside: np.ndarray | None = None) -> np.ndarray:
         """With ``remap_probability``: a random piecewise-linear map of the window's robust range
-        (0.5-99.5 percentiles) onto [0, 1], through 6-24 evenly spaced control points with
-        uniform random values, except that the lowest segment maps to 0.
+        (0.5-99.5 percentiles) onto [0, 1]. The bottom ``REMAP_FLAT`` of the range maps to 0, the
+        rest through 6-24 evenly spaced control points with values uniform in [0.1, 1] (tissues at
+        most 10 times apart, as in an MR; near-0 tissue would make the z-score explode).
 
         Why not MONAI's ``RandHistogramShift``: its map is monotonic, so tissue order never changes.
-        Why a flat 0 at the bottom: air, lung and background stay dark, as in an MR, and noisy air
-        stays out of the model's z-score over voxels > 0. Segments are linear, so edges inside a segment keep their
-        contrast sign; with many points, neighbouring tissues land in different segments.
+        Why a flat 0 at the bottom: air, lung (about -850 HU in a CT's -1000..1200 range) and
+        background stay dark, as in an MR, and noisy air stays out of the model's z-score over
+        voxels > 0. ``inside`` marks the voxels that are image (the rest is padding): the range
+        is taken over them and padding stays 0, as it is at inference, instead of being mapped
+        like a CT's 0 HU into tissue. Segments are linear, so edges inside one keep their sign.
         """
         if not self.remap_probability or rng.random() >= self.remap_probability:
             return window
-        low, high = np.percentile(window, (0.5, 99.5))
+        image = window if inside is None else window[inside]
+        if image.size < 2:
+            return window
+        low, high = np.percentile(image, (0.5, 99.5))
         if not high > low:
             return window
         unit = np.clip((window - low) / (high - low), 0.0, 1.0)
         points = int(rng.integers(6, 25))
-        values = rng.uniform(0.0, 1.0, points)
-        values[:2] = 0.0
-        return np.interp(unit, np.linspace(0.0, 1.0, points), values).astype(np.float32)
+        knots = np.concatenate([[0.0], np.linspace(REMAP_FLAT, 1.0, points)])
+        values = np.concatenate([[0.0, 0.0], rng.uniform(0.1, 1.0, points - 1)])
+        out = np.interp(unit, knots, values).astype(np.float32)
+        if inside is not None:
+            out[~inside] = 0.0
+        return out
 
     @staticmethod
     def apply_after_normalisation(transform, tensor: torch.Tensor) -> torch.Tensor:
@@ -442,6 +471,8 @@ class WindowDataset(Dataset):
         else:
             start, labels = self._bbox_centred_start(label, item.class_id, rng, crop)
         window = crop_with_padding(image, start, crop)
+        if self.augment.remap_probability:  # here, where padding is still known from the crop
+            window = self.augment.remap_contrast(window, rng, crop_inside(image.shape, start, crop))
         if crop != self.window:
             window, labels = rescale_window(window, labels, self.window)
             if not (labels == item.class_id).any():  # scaled away (thin object): no scale this time
@@ -480,7 +511,6 @@ class WindowDataset(Dataset):
             if click is not None:
                 click = click[order]
         window = np.ascontiguousarray(window, dtype=np.float32)
-        window = self.augment.remap_contrast(window, rng)
         if self._intensity is not None:
             window = self.augment.apply_before_normalisation(window, rng)
         tensor = zscore_foreground(window)
