@@ -18,10 +18,22 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def _umask() -> int:
-    current = os.umask(0)
+def _process_umask() -> int:
+    """The umask, read once at import: ``os.umask`` can only read it by setting it, and a
+    file another thread (the server's) made in that moment would get mode 0666."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    current = os.umask(0o022)
     os.umask(current)
     return current
+
+
+_UMASK = _process_umask()
 
 
 def _full_suffix(name: str) -> str:
@@ -57,7 +69,7 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None, exclusive:
     temporary = Path(name)
     try:
         yield temporary
-        os.chmod(temporary, 0o666 & ~_umask())
+        os.chmod(temporary, 0o666 & ~_UMASK)
         _fsync(temporary)
         if exclusive:
             _link_new(temporary, target)
