@@ -138,6 +138,42 @@ def test_contrast_remap_is_drawn_with_its_probability():
     assert 35 <= changed <= 85  # 60 expected
 
 
+def test_foreground_gamma_keeps_tissue_on_its_side_of_0_hu_where_window_gamma_moves_it():
+    """Version 2 and 3's gamma (min-max of the window) took a CT's liver (60 HU) below 0 HU, out
+    of the z-score's foreground; over the foreground it stays a foreground voxel."""
+    window = np.array([-1000.0, -100.0, 0.0, 60.0, 1000.0], dtype=np.float32)
+    for gamma_on in ("window", "foreground"):
+        augment = Augmentations(intensity_probability=1.0, gamma_on=gamma_on)
+        foreground_kept, crossed = True, False
+        for seed in range(20):
+            out = augment.apply_before_normalisation(window.copy(), np.random.default_rng(seed))
+            foreground_kept &= bool(np.array_equal(out > 0, window > 0))
+            crossed |= bool(out[3] <= 0 or out[1] > 0)
+        if gamma_on == "foreground":
+            assert foreground_kept and not crossed
+        else:
+            assert crossed  # the documented flaw, kept as the default for reproducibility
+    out = Augmentations(intensity_probability=1.0, gamma_on="foreground").apply_before_normalisation(
+        window.copy(), np.random.default_rng(0))
+    assert np.array_equal(out[:3], window[:3]) and out[4] == pytest.approx(1000.0)  # the rest untouched, max fixed
+    assert out[3] != pytest.approx(60.0)  # the gamma did act inside the foreground
+
+
+def test_bias_field_max_bounds_the_field():
+    """The default 0.4 (versions 2 and 3) multiplies a window by tens; 0.1 stays scanner-like."""
+    window = torch.ones(1, 32, 32, 32)
+    peaks = {}
+    for coeff in (0.4, 0.1):
+        transform = Augmentations(intensity_probability=1.0, bias_field_max=coeff).intensity_transform()
+        bias = transform.transforms[1]
+        values = []
+        for seed in range(10):
+            bias.set_random_state(seed=seed)
+            values.append(float(torch.as_tensor(bias(window)).max()))
+        peaks[coeff] = float(np.median(values))
+    assert peaks[0.1] < 4.0 < 10.0 < peaks[0.4]
+
+
 def test_item_weights_give_pseudo_objects_their_share_and_balance_cases():
     items = [Item("big", v) for v in range(1, 101)] + [Item("small", 1)] + [Item("big__svfine", v) for v in range(1, 50)]
     weights = item_weights(items, 0.25).numpy()
@@ -248,7 +284,12 @@ def test_config_validates_the_new_options():
         TrainConfig(size_exponent=-0.5)
     with pytest.raises(TrainingConfigError):
         TrainConfig(remap_probability=-0.1)
-    config = TrainConfig(scale_range=(0.7, 1.5), pseudo_fraction=0.4, remap_probability=0.3)
+    with pytest.raises(TrainingConfigError):
+        TrainConfig(bias_field_max=1.5)
+    with pytest.raises(TrainingConfigError):
+        TrainConfig(gamma_on="image")
+    config = TrainConfig(scale_range=(0.7, 1.5), pseudo_fraction=0.4, remap_probability=0.3,
+                         bias_field_max=0.1, gamma_on="foreground")
     assert TrainConfig.from_dict(config.to_dict()) == config
 
 

@@ -84,6 +84,12 @@ def register(commands) -> None:
     train.add_argument("--remap-probability", type=probability,
                        help="that often map the window's intensities through a random non-monotonic curve, so organs "
                             "are seen in other contrasts (CT organs in MR-like contrast; default 0)")
+    train.add_argument("--bias-field-max", type=probability, metavar="C",
+                       help="bias-field augmentation coefficients drawn in [0, C] (default 0.4, as versions 2 and 3 "
+                            "of sammed-demo-3d were trained: far stronger than a scanner's field; MONAI's default is 0.1)")
+    train.add_argument("--gamma-on", choices=("window", "foreground"),  # training.config.GAMMA_DOMAINS (not imported: torch-free parser)
+                       help="gamma augmentation over the window's min-max range (default 'window', as versions 2 and 3) "
+                            "or over the voxels > 0 only ('foreground': a CT's tissue stays on its side of 0 HU)")
     train.add_argument("--pseudo-fraction", type=probability,
                        help="share of windows drawn from pseudo-object cases (ids with '__', see demo_data); "
                             "real cases are balanced (default: uniform over all items; with --size-exponent, case-balanced "
@@ -165,6 +171,8 @@ def _run_train(args: argparse.Namespace, spec) -> int:
         permute_probability=args.permute_probability,
         intensity_probability=args.intensity_probability,
         remap_probability=args.remap_probability,
+        bias_field_max=args.bias_field_max,
+        gamma_on=args.gamma_on,
         pseudo_fraction=args.pseudo_fraction,
         size_exponent=args.size_exponent,
         extra_target_size_exponent=args.extra_target_size_exponent,

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 from sammed.errors import SammedError
 
+GAMMA_DOMAINS = ("window", "foreground")  # what the gamma augmentation is applied over (``gamma_on``)
+
 
 class TrainingConfigError(SammedError):
     """A training option is invalid (bad stage, negative steps, ...)."""
@@ -52,6 +54,8 @@ class TrainConfig:
     permute_probability: float = 0.0  # random axis permutation (orientation augmentation)
     intensity_probability: float = 0.0  # gamma, noise, bias field, contrast scale (each with this probability)
     remap_probability: float = 0.0  # random non-monotonic intensity map of the raw window (contrast augmentation)
+    bias_field_max: float = 0.4  # RandBiasField coefficients in [0, this] (0.4: versions 2 and 3; MONAI's default 0.1)
+    gamma_on: str = "window"  # gamma over the window's min-max range (versions 2 and 3) or "foreground" (voxels > 0)
     pseudo_fraction: float | None = None  # share of draws from pseudo-object cases (``*__*``); None: uniform over items
     size_exponent: float = 0.0  # >0: draw items in proportion to (mask voxels / median) ** this (large organs more often)
     case_weights: tuple[tuple[str, float], ...] = ()  # (shell pattern of case ids, draw-weight factor)
@@ -79,6 +83,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise TrainingConfigError(f"{name.replace('_', '-')} must lie in [0, 1], got {value}")
+        if not (math.isfinite(self.bias_field_max) and 0.0 <= self.bias_field_max <= 1.0):
+            raise TrainingConfigError(f"bias-field-max must lie in [0, 1], got {self.bias_field_max}")
+        if self.gamma_on not in GAMMA_DOMAINS:
+            raise TrainingConfigError(f"gamma-on must be one of {', '.join(GAMMA_DOMAINS)}, got {self.gamma_on!r}")
         if not (math.isfinite(self.first_round_weight) and self.first_round_weight > 0):
             raise TrainingConfigError(f"first-round-weight must be positive, got {self.first_round_weight}")
         for name in ("size_exponent", "extra_target_size_exponent"):

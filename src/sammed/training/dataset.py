@@ -31,6 +31,7 @@ from sammed.io import read_image
 from sammed.io.atomic import atomic_path, write_text_atomic
 from sammed.io.image import Geometry
 from sammed.io.readers import to_sitk
+from sammed.training.config import GAMMA_DOMAINS
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 CACHE_VERSION = 1
@@ -255,13 +256,26 @@ class Augmentations:
     * ``remap_probability``: that often the raw window goes through a random non-monotonic
       intensity map (:meth:`remap_contrast`), so one scan's organs are also seen in other
       contrasts. The other transforms keep the order of intensities, and a CT's organs then
-      teach nothing about an MR, where fat is bright and bone dark.
+      teach nothing about an MR, where fat is bright and bone dark;
+    * ``bias_field_max``: the upper end of MONAI's ``RandBiasField`` coefficient range. The
+      default, 0.4, is what versions 2 and 3 were trained with and multiplies a window by up to
+      about 50 (z-scores in the hundreds); MONAI's own default, 0.1, is a scanner-like field;
+    * ``gamma_on``: ``"window"`` (versions 2 and 3) applies gamma to the window's min-max range,
+      which on a CT moves tissue across the 0 HU line that the z-score's foreground is defined
+      by; ``"foreground"`` applies it to the voxels > 0 only, over ``[0, max]``, so the
+      foreground stays the same set of voxels.
     """
 
     scale_range: tuple[float, float] = (1.0, 1.0)
     permute_probability: float = 0.0
     intensity_probability: float = 0.0
     remap_probability: float = 0.0
+    bias_field_max: float = 0.4
+    gamma_on: str = "window"
+
+    def __post_init__(self) -> None:
+        if self.gamma_on not in GAMMA_DOMAINS:
+            raise ValueError(f"gamma_on must be one of {GAMMA_DOMAINS}, got {self.gamma_on!r}")
 
     def crop_size(self, window: int, rng: np.random.Generator) -> int:
         low, high = self.scale_range
@@ -277,16 +291,26 @@ class Augmentations:
         from monai.transforms import Compose, RandBiasField, RandGaussianNoise, RandScaleIntensity
 
         p = self.intensity_probability
-        return Compose([RandGaussianNoise(prob=p, std=0.15), RandBiasField(prob=p, coeff_range=(0.0, 0.4)),
+        return Compose([RandGaussianNoise(prob=p, std=0.15), RandBiasField(prob=p, coeff_range=(0.0, self.bias_field_max)),
                         RandScaleIntensity(factors=0.25, prob=p)])
 
     def apply_before_normalisation(self, window: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Gamma contrast on the raw intensities (min-max rescaled, so HU and MR alike)."""
+        """Gamma contrast on the raw intensities, relative to their range so HU and MR alike:
+        the window's min-max range, or with ``gamma_on="foreground"`` the voxels > 0 over
+        ``[0, max]`` (the rest untouched), which keeps the z-score's foreground as it was."""
         if rng.random() >= self.intensity_probability:
             return window
+        gamma = float(np.exp(rng.uniform(np.log(0.7), np.log(1.5))))
+        if self.gamma_on == "foreground":
+            top = float(window.max())
+            if not top > 0:
+                return window
+            out = window.astype(np.float32, copy=True)
+            positive = out > 0
+            out[positive] = top * (out[positive] / top) ** gamma
+            return out
         from monai.transforms import AdjustContrast
 
-        gamma = float(np.exp(rng.uniform(np.log(0.7), np.log(1.5))))
         return np.asarray(AdjustContrast(gamma=gamma)(window), dtype=np.float32)
 
     def remap_contrast(self, window: np.ndarray, rng: np.random.Generator,

@@ -152,7 +152,8 @@ def _train(config, data_dir: Path, out_dir: Path, cache_dir, resume: bool, conte
                             slab_probability=config.slab_probability, centre_on_click=config.centre_on_click,
                             extra_target_size_exponent=config.extra_target_size_exponent,
                             augment=Augmentations(tuple(config.scale_range), config.permute_probability,
-                                                  config.intensity_probability, config.remap_probability))
+                                                  config.intensity_probability, config.remap_probability,
+                                                  config.bias_field_max, config.gamma_on))
     weighted = config.pseudo_fraction is not None or bool(config.size_exponent) or bool(config.case_weights)
     sampler: Sampler[int]
     if weighted:
