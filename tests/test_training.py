@@ -290,7 +290,7 @@ def test_optimizer_groups_and_scheduler_state_survive_the_safe_loader(tmp_path):
     assert fresh.get_last_lr() == pytest.approx(scheduler.get_last_lr())
 
 
-def test_train_resume_and_segment_with_the_result(ct_dataset, tmp_path, data_dir):
+def test_train_resume_and_segment_with_the_result(ct_dataset, tmp_path, data_dir, capsys):
     out = tmp_path / "run"
     common = ["train", str(ct_dataset), "--out", str(out), "--model", "sam-med3d-tiny", "--batch-size", "1",
               "--accumulation-steps", "1", "--num-clicks", "2", "--workers", "0", "--min-voxels", "100",
@@ -300,7 +300,11 @@ def test_train_resume_and_segment_with_the_result(ct_dataset, tmp_path, data_dir
     assert set(first) >= {"model_state_dict", "optimizer_state_dict", "lr_scheduler_state_dict", "epoch"}
     assert first["epoch"] == 0 and first["step"] == 2
 
-    assert sammed_main(common + ["--max-steps", "4", "--resume"]) == 0
+    capsys.readouterr()
+    # a recipe flag that the first part did not have: the resumed run says so
+    assert sammed_main(common + ["--max-steps", "4", "--resume", "--gamma-on", "foreground"]) == 0
+    warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: --resume")]
+    assert len(warning) == 1 and "gamma_on: 'window' -> 'foreground'" in warning[0]
     second = read_checkpoint(out / "latest.pth")
     assert second["step"] == 4 and second["epoch"] == 1  # the next epoch (2 items, batch 1)
     assert second["optimizer_state_dict"]["state"][0]["step"] == 4  # Adam moments carried over

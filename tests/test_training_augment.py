@@ -157,6 +157,35 @@ def test_foreground_gamma_keeps_tissue_on_its_side_of_0_hu_where_window_gamma_mo
         window.copy(), np.random.default_rng(0))
     assert np.array_equal(out[:3], window[:3]) and out[4] == pytest.approx(1000.0)  # the rest untouched, max fixed
     assert out[3] != pytest.approx(60.0)  # the gamma did act inside the foreground
+    tiny = np.array([0.0, 1e-30, 3000.0], dtype=np.float32)  # gamma > 1 would underflow 1e-30 to 0
+    for seed in range(10):
+        out = Augmentations(intensity_probability=1.0, gamma_on="foreground").apply_before_normalisation(
+            tiny.copy(), np.random.default_rng(seed))
+        assert np.array_equal(out > 0, tiny > 0)
+    air = np.full(4, -1000.0, dtype=np.float32)  # no foreground: nothing to do
+    out = Augmentations(intensity_probability=1.0, gamma_on="foreground").apply_before_normalisation(
+        air, np.random.default_rng(0))
+    assert np.array_equal(out, air)
+
+
+def test_gamma_on_choices_of_the_torch_free_parser_match_the_config():
+    from sammed.cli import build_parser
+    from sammed.training.config import GAMMA_DOMAINS
+
+    parser = build_parser()
+    train = next(a for a in parser._subparsers._group_actions[0].choices["train"]._actions  # noqa: SLF001
+                 if a.dest == "gamma_on")
+    assert tuple(train.choices) == GAMMA_DOMAINS
+
+
+def test_recipe_changes_name_what_a_resume_would_change_but_not_the_run_length():
+    started = TrainConfig(gamma_on="foreground", bias_field_max=0.1, max_steps=100)
+    resumed = TrainConfig(max_steps=500, time_limit_minutes=30)  # flags not repeated: defaults
+    changes = resumed.recipe_changes(started.to_dict())
+    assert len(changes) == 2
+    assert any(c.startswith("gamma_on: 'foreground' -> 'window'") for c in changes)
+    assert any(c.startswith("bias_field_max: 0.1 -> 0.4") for c in changes)
+    assert TrainConfig(gamma_on="foreground", bias_field_max=0.1).recipe_changes(started.to_dict()) == []
 
 
 def test_bias_field_max_bounds_the_field():

@@ -47,6 +47,7 @@ positive_float = bounded(float, 0, low_open=True)
 non_negative_float = bounded(float, 0)
 probability = bounded(float, 0, 1)
 size_exponent = bounded(float, 0, 2)
+bias_coefficient = bounded(float, 0, 1)
 port_number = bounded(int, 1, 65535)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sammed.cli.common import add_command, add_model_arguments, console, resolve_checkpoint
 from sammed.cli.options import (
+    bias_coefficient,
     case_weight_list,
     int_list,
     non_negative_float,
@@ -84,7 +85,7 @@ def register(commands) -> None:
     train.add_argument("--remap-probability", type=probability,
                        help="that often map the window's intensities through a random non-monotonic curve, so organs "
                             "are seen in other contrasts (CT organs in MR-like contrast; default 0)")
-    train.add_argument("--bias-field-max", type=probability, metavar="C",
+    train.add_argument("--bias-field-max", type=bias_coefficient, metavar="C",
                        help="bias-field augmentation coefficients drawn in [0, C] (default 0.4, as versions 2 and 3 "
                             "of sammed-demo-3d were trained: far stronger than a scanner's field; MONAI's default is 0.1)")
     train.add_argument("--gamma-on", choices=("window", "foreground"),  # training.config.GAMMA_DOMAINS (not imported: torch-free parser)

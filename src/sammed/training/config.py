@@ -14,6 +14,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from sammed.errors import SammedError
 
 GAMMA_DOMAINS = ("window", "foreground")  # what the gamma augmentation is applied over (``gamma_on``)
+# Options a resumed run may change without changing what it trains: its length and its machinery.
+RUN_LENGTH_FIELDS = frozenset({"epochs", "max_steps", "time_limit_minutes", "num_workers", "log_every",
+                               "init_checkpoint", "extra"})
 
 
 class TrainingConfigError(SammedError):
@@ -83,7 +86,7 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise TrainingConfigError(f"{name.replace('_', '-')} must lie in [0, 1], got {value}")
-        if not (math.isfinite(self.bias_field_max) and 0.0 <= self.bias_field_max <= 1.0):
+        if not 0.0 <= self.bias_field_max <= 1.0:
             raise TrainingConfigError(f"bias-field-max must lie in [0, 1], got {self.bias_field_max}")
         if self.gamma_on not in GAMMA_DOMAINS:
             raise TrainingConfigError(f"gamma-on must be one of {', '.join(GAMMA_DOMAINS)}, got {self.gamma_on!r}")
@@ -113,6 +116,15 @@ class TrainConfig:
     def to_dict(self) -> dict:
         """Plain types only (lists instead of tuples), safe for ``torch.load(weights_only=True)``."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    def recipe_changes(self, stored: dict) -> list[str]:
+        """``name: stored -> now`` for each recipe option (not the run's length) that differs from
+        the ``stored`` config of the run being resumed. A resumed run takes its options from the
+        command line, so a flag not repeated silently falls back to its default (a run started with
+        ``--gamma-on foreground`` would go on with ``window``); the trainer warns with this list."""
+        before = TrainConfig.from_dict(stored)
+        return [f"{f.name}: {getattr(before, f.name)!r} -> {getattr(self, f.name)!r}" for f in fields(self)
+                if f.name not in RUN_LENGTH_FIELDS and getattr(before, f.name) != getattr(self, f.name)]
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":

@@ -258,8 +258,9 @@ class Augmentations:
       contrasts. The other transforms keep the order of intensities, and a CT's organs then
       teach nothing about an MR, where fat is bright and bone dark;
     * ``bias_field_max``: the upper end of MONAI's ``RandBiasField`` coefficient range. The
-      default, 0.4, is what versions 2 and 3 were trained with and multiplies a window by up to
-      about 50 (z-scores in the hundreds); MONAI's own default, 0.1, is a scanner-like field;
+      default, 0.4, is what versions 2 and 3 were trained with; its field's maximum is about 50
+      at the median (up to about 120), so windows reach z-scores in the hundreds. MONAI's own
+      default, 0.1, is a scanner-like field;
     * ``gamma_on``: ``"window"`` (versions 2 and 3) applies gamma to the window's min-max range,
       which on a CT moves tissue across the 0 HU line that the z-score's foreground is defined
       by; ``"foreground"`` applies it to the voxels > 0 only, over ``[0, max]``, so the
@@ -276,6 +277,8 @@ class Augmentations:
     def __post_init__(self) -> None:
         if self.gamma_on not in GAMMA_DOMAINS:
             raise ValueError(f"gamma_on must be one of {GAMMA_DOMAINS}, got {self.gamma_on!r}")
+        if not 0.0 <= self.bias_field_max <= 1.0:
+            raise ValueError(f"bias_field_max must lie in [0, 1], got {self.bias_field_max}")
 
     def crop_size(self, window: int, rng: np.random.Generator) -> int:
         low, high = self.scale_range
@@ -303,11 +306,12 @@ class Augmentations:
         gamma = float(np.exp(rng.uniform(np.log(0.7), np.log(1.5))))
         if self.gamma_on == "foreground":
             top = float(window.max())
-            if not top > 0:
+            if not (np.isfinite(top) and top > 0):
                 return window
             out = window.astype(np.float32, copy=True)
             positive = out > 0
-            out[positive] = top * (out[positive] / top) ** gamma
+            # floored at the smallest positive float32: a tiny voxel must not underflow out of the foreground
+            out[positive] = np.maximum(top * (out[positive] / top) ** gamma, np.finfo(np.float32).smallest_subnormal)
             return out
         from monai.transforms import AdjustContrast
 

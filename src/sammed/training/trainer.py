@@ -137,6 +137,12 @@ def _train(config, data_dir: Path, out_dir: Path, cache_dir, resume: bool, conte
         if not latest.is_file():
             raise TrainingConfigError(f"--resume: no {LATEST} in {out_dir}")
         resume_state = load_training_state(latest)
+        changes = config.recipe_changes(resume_state["config"]) if resume_state.get("config") else []
+        if changes and context.is_main:
+            from sammed.console import console
+
+            console.print(f"warning: --resume with options that differ from the run's ({'; '.join(changes)}); "
+                          "repeat the run's options to continue its recipe", markup=False, soft_wrap=True)
     spec, network = _build_network(config, resume_state)
     window, spacing = _window_and_spacing(spec)
 
@@ -151,9 +157,11 @@ def _train(config, data_dir: Path, out_dir: Path, cache_dir, resume: bool, conte
                             max_cached_cases=64, targets_per_window=config.targets_per_window,
                             slab_probability=config.slab_probability, centre_on_click=config.centre_on_click,
                             extra_target_size_exponent=config.extra_target_size_exponent,
-                            augment=Augmentations(tuple(config.scale_range), config.permute_probability,
-                                                  config.intensity_probability, config.remap_probability,
-                                                  config.bias_field_max, config.gamma_on))
+                            augment=Augmentations(scale_range=tuple(config.scale_range),
+                                                  permute_probability=config.permute_probability,
+                                                  intensity_probability=config.intensity_probability,
+                                                  remap_probability=config.remap_probability,
+                                                  bias_field_max=config.bias_field_max, gamma_on=config.gamma_on))
     weighted = config.pseudo_fraction is not None or bool(config.size_exponent) or bool(config.case_weights)
     sampler: Sampler[int]
     if weighted:
