@@ -329,3 +329,20 @@ def test_resume_without_a_checkpoint_is_a_one_line_error(ct_dataset, tmp_path, c
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "latest.pth" in err[0]
+
+
+def test_freeze_image_encoder_trains_the_decoder_and_leaves_the_encoder_as_it_was(ct_dataset, tmp_path):
+    common = ["train", str(ct_dataset), "--model", "sam-med3d-tiny", "--batch-size", "1", "--accumulation-steps", "1",
+              "--num-clicks", "2", "--workers", "0", "--min-voxels", "100", "--epochs", "1", "--max-steps", "2",
+              "--no-progress", "--seed", "7"]
+    assert sammed_main(common + ["--out", str(tmp_path / "start")]) == 0
+    start = read_checkpoint(tmp_path / "start" / "latest.pth")["model_state_dict"]
+    for name, extra in (("free", []), ("frozen", ["--freeze-image-encoder"])):
+        assert sammed_main(common + ["--out", str(tmp_path / name), "--stage", "2", "--lr", "1e-3",
+                                     "--checkpoint", str(tmp_path / "start" / "latest.pth")] + extra) == 0
+        state = read_checkpoint(tmp_path / name / "latest.pth")
+        weights = state["model_state_dict"]
+        moved = {k for k in weights if not torch.equal(weights[k], start[k])}
+        assert any(k.startswith("mask_decoder.") for k in moved), name
+        assert any(k.startswith("image_encoder.") for k in moved) == (name == "free")
+        assert state["config"]["freeze_image_encoder"] == (name == "frozen")

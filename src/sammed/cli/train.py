@@ -95,6 +95,9 @@ def register(commands) -> None:
                        help="share of windows drawn from pseudo-object cases (ids with '__', see demo_data); "
                             "real cases are balanced (default: uniform over all items; with --size-exponent, case-balanced "
                             "and size-weighted)")
+    train.add_argument("--freeze-image-encoder", action="store_true",
+                       help="keep the image encoder's weights fixed and train the prompt encoder and mask decoder only "
+                            "(the encoder's features stay those of --checkpoint; no encoder backward pass)")
     train.add_argument("--first-round-weight", type=positive_float, metavar="W",
                        help="weight of the one-click round in the loss summed over click rounds (default 1, the official sum)")
     train.add_argument("--size-exponent", type=size_exponent, metavar="A",
@@ -178,6 +181,7 @@ def _run_train(args: argparse.Namespace, spec) -> int:
         size_exponent=args.size_exponent,
         extra_target_size_exponent=args.extra_target_size_exponent,
         first_round_weight=args.first_round_weight,
+        freeze_image_encoder=args.freeze_image_encoder,
         classes=args.classes,
         exclude_cases=args.exclude_cases,
         case_weights=args.case_weights,

@@ -35,6 +35,7 @@ class TrainConfig:
     accumulation_steps: int = 20
     lr: float = 8e-4  # image encoder; prompt encoder and mask decoder get lr * decoder_lr_scale
     decoder_lr_scale: float = 0.1
+    freeze_image_encoder: bool = False  # train only the prompt encoder and mask decoder (encoder features kept)
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.999)
     milestones: tuple[int, ...] = (120, 180)  # MultiStepLR, stepped per epoch

@@ -190,6 +190,11 @@ def _train(config, data_dir: Path, out_dir: Path, cache_dir, resume: bool, conte
 
     torch.manual_seed(config.seed + context.rank)
     network = network.to(context.device).train()
+    if config.freeze_image_encoder:
+        # No parameter of the encoder requires a gradient, so autograd records no encoder graph: the
+        # backward pass starts at the image embedding. AdamW skips parameters whose grad stays None,
+        # and the group stays in the optimizer so that resume sees the same three groups.
+        network.image_encoder.requires_grad_(False)
     optimizer = build_optimizer(network, config)
     scheduler = build_scheduler(optimizer, config)
     use_scaler = config.amp and context.device.type == "cuda"
